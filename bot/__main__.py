@@ -1,0 +1,108 @@
+"""`python -m bot`: run the bot against Telegram, or against the local sandbox without a token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+import time
+from dataclasses import replace
+
+from bot.app import build_application
+from bot.config import ConfigError, Secret, Settings, load_settings
+from bot.context import Services
+from bot.logs import RedactFilter, configure_logging
+from model.pool import Classifier
+from model.worker import WorkerConfig
+
+logger = logging.getLogger("bot")
+
+
+def main() -> int:
+    """Read the settings, then run until SIGTERM or Ctrl-C; returns the exit status."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"Configuration error (check your environment or .env):\n{exc}", file=sys.stderr)
+        return 2
+    token = settings.telegram_token.get() if settings.telegram_token else ""
+    redact = configure_logging(settings.log_level, [token])
+    try:
+        return asyncio.run(run(settings, redact))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def run(settings: Settings, redact: RedactFilter) -> int:
+    """Start the sandbox if needed, the classifier, then the bot; stop them in reverse."""
+    started = time.monotonic()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    sandbox = None
+    if settings.telegram_token is None:
+        from bot.sandbox import Sandbox
+
+        token = f"{secrets.randbelow(10**9) + 10**9}:sandbox-{secrets.token_urlsafe(24)}"
+        redact.secrets.append(token)
+        sandbox = Sandbox(token)
+        url = await sandbox.start(settings.sandbox_host, settings.sandbox_port)
+        settings = replace(settings, telegram_token=Secret(token), telegram_api_url=url)
+        logger.info("no TELEGRAM_TOKEN set: using the local sandbox Bot API at %s", url)
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    classifier = Classifier(
+        WorkerConfig(
+            models_dir=settings.models_dir,
+            model_path=settings.model_path,
+            threads=settings.inference_threads,
+            max_pixels=settings.max_image_pixels,
+            top_k=settings.top_k,
+        ),
+        timeout=settings.classify_timeout,
+    )
+    application = build_application(Services(settings=settings, classifier=classifier))
+    try:
+        logger.info("starting the model worker (the first start exports the default model)")
+        await classifier.start()
+        async with application:
+            await application.start()
+            assert application.updater is not None
+            await application.updater.start_polling(drop_pending_updates=False)
+            logger.info(
+                "bot @%s ready in %.1f s (model %s)",
+                application.bot.username,
+                time.monotonic() - started,
+                classifier.model_name,
+            )
+            if sandbox is not None:
+                _print_sandbox_help(sandbox.url)
+            await stop.wait()
+            logger.info("stopping: no new updates; finishing what is in progress")
+            await application.updater.stop()
+            await application.stop()
+    finally:
+        await classifier.close()
+        if sandbox is not None:
+            await sandbox.stop()
+    return 0
+
+
+def _print_sandbox_help(url: str) -> None:
+    print(
+        "\nVerdict is running against its local sandbox (no TELEGRAM_TOKEN: no Telegram needed).\n"
+        "Send it a photo from another shell and read its answer:\n"
+        f'  curl -s -F photo=@your-photo.jpg "{url}/_sandbox/send?wait=60"\n'
+        "Or a command:\n"
+        f'  curl -s -d text=/help "{url}/_sandbox/send?wait=10"\n'
+        "Stop with Ctrl-C.\n",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The composition root: every handler is registered here, and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.ext import (
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot import commands, photos, replies
+from bot.context import SERVICES_KEY, BotApp, Ctx, Services
+
+logger = logging.getLogger(__name__)
+
+
+def build_application(services: Services) -> BotApp:
+    """A python-telegram-bot `Application` wired to `services`; not yet started."""
+    settings = services.settings
+    if settings.telegram_token is None:
+        raise ValueError("build_application needs a token (the sandbox provides one)")
+    api = settings.telegram_api_url
+    application: BotApp = (
+        ApplicationBuilder()
+        .token(settings.telegram_token.get())
+        .base_url(f"{api}/bot")
+        .base_file_url(f"{api}/file/bot")
+        .context_types(ContextTypes(context=Ctx))
+        # Without this, updates are processed one by one: one slow photo would block the chat.
+        .concurrent_updates(True)
+        .build()
+    )
+    application.bot_data[SERVICES_KEY] = services
+
+    # Group 0: the first matching handler wins, so specific handlers come before fallbacks.
+    application.add_handler(CommandHandler("start", commands.on_start))
+    application.add_handler(CommandHandler("help", commands.on_help))
+    application.add_handler(MessageHandler(filters.PHOTO, photos.on_photo))
+    application.add_handler(MessageHandler(filters.Document.ALL, photos.on_document))
+    application.add_handler(MessageHandler(filters.COMMAND, photos.on_unknown_command))
+    # Anything else a user sends (stickers, videos, voice, text) gets a hint, not silence;
+    # edited messages are left alone so that fixing a typo does not trigger a second answer.
+    application.add_handler(
+        MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, photos.on_other)
+    )
+    application.add_error_handler(on_error)
+    return application
+
+
+async def on_error(update: object, context: Ctx) -> None:
+    """Log the failure with its traceback and tell the user something went wrong."""
+    logger.error("error while handling an update", exc_info=context.error)
+    if isinstance(update, Update) and update.effective_message is not None:
+        try:
+            await update.effective_message.reply_text(replies.SOMETHING_WENT_WRONG)
+        except Exception:  # the error may be that Telegram is unreachable
+            logger.warning("could not tell the user about the error", exc_info=True)

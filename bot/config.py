@@ -1,0 +1,232 @@
+"""Settings: read once at start from the environment and `.env`, validated, then frozen."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+TOKEN_PATTERN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,100}$")
+
+
+class ConfigError(Exception):
+    """One or more settings are missing or malformed; the message names each variable."""
+
+
+class Secret:
+    """A string that never shows itself in `repr`, `str` or logs; `.get()` reveals it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret value, for the one place that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the bot. Build with `load_settings()`, or directly in tests."""
+
+    telegram_token: Secret | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    admin_ids: frozenset[int] = field(default_factory=frozenset)
+    data_dir: Path = Path("data")
+    model_path: Path | None = None
+    confidence_threshold: float = 0.5
+    top_k: int = 3
+    max_image_pixels: int = 50_000_000
+    max_download_mb: float = 20.0
+    classify_timeout: float = 30.0
+    inference_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = 8088
+    log_level: str = "INFO"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where model files live (the exported default among them)."""
+        return self.data_dir / "models"
+
+    @property
+    def max_download_bytes(self) -> int:
+        """The download limit in bytes."""
+        return int(self.max_download_mb * 1024 * 1024)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Settings from `environ` (default: the process environment) over `env_file`.
+
+    Raises `ConfigError` listing every bad variable at once.
+    """
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    reader = _Reader(values)
+    defaults = Settings()
+
+    token = reader.get("TELEGRAM_TOKEN", _token, None)
+    api_url = reader.get("TELEGRAM_API_URL", _http_url, defaults.telegram_api_url)
+    settings = Settings(
+        telegram_token=token,
+        telegram_api_url=api_url,
+        admin_ids=reader.get("ADMIN_IDS", _id_set, frozenset()),
+        data_dir=reader.get("DATA_DIR", Path, defaults.data_dir),
+        model_path=reader.get("MODEL_PATH", _existing_file, None),
+        confidence_threshold=reader.get(
+            "CONFIDENCE_THRESHOLD", _fraction, defaults.confidence_threshold
+        ),
+        top_k=reader.get("TOP_K", _int_between(1, 10), defaults.top_k),
+        max_image_pixels=reader.get(
+            "MAX_IMAGE_PIXELS", _int_between(10_000, 1_000_000_000), defaults.max_image_pixels
+        ),
+        max_download_mb=reader.get(
+            "MAX_DOWNLOAD_MB", _float_between(0.1, 2000), defaults.max_download_mb
+        ),
+        classify_timeout=reader.get(
+            "CLASSIFY_TIMEOUT", _float_between(1, 600), defaults.classify_timeout
+        ),
+        inference_threads=reader.get(
+            "INFERENCE_THREADS", _int_between(1, 256), defaults.inference_threads
+        ),
+        sandbox_host=reader.get("SANDBOX_HOST", _nonempty, defaults.sandbox_host),
+        sandbox_port=reader.get("SANDBOX_PORT", _int_between(0, 65535), defaults.sandbox_port),
+        log_level=reader.get("LOG_LEVEL", _log_level, defaults.log_level),
+    )
+    if reader.errors:
+        raise ConfigError("\n".join(reader.errors))
+    return settings
+
+
+class _Reader:
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.errors: list[str] = []
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            self.errors.append(f"{name}: {exc}")
+            return default
+
+
+def _token(raw: str) -> Secret:
+    if not TOKEN_PATTERN.match(raw):
+        # Never echo the value: a near-miss token is still a secret.
+        raise ValueError(
+            "does not look like a bot token from @BotFather (digits, a colon, then letters, "
+            "digits, '-' or '_'); the value is not shown"
+        )
+    return Secret(raw)
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http(s) URL such as https://api.telegram.org, got {raw!r}")
+    if parts.path.rstrip("/") or parts.query:
+        raise ValueError(f"expected the server's root URL without a path, got {raw!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _id_set(raw: str) -> frozenset[int]:
+    ids = set()
+    for item in re.split(r"[,\s]+", raw):
+        if not item:
+            continue
+        if not re.fullmatch(r"-?\d+", item):
+            raise ValueError(
+                f"expected numeric Telegram user ids separated by commas, got {item!r} "
+                "(usernames are not accepted: they can change hands)"
+            )
+        ids.add(int(item))
+    return frozenset(ids)
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {raw!r}")
+    return path
+
+
+def _fraction(raw: str) -> float:
+    text = raw.rstrip("%")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(
+            f"expected a number between 0 and 1 (or a percentage), got {raw!r}"
+        ) from None
+    if raw.endswith("%") or value > 1:
+        value /= 100
+    if not 0 <= value <= 1:
+        raise ValueError(
+            f"expected a number between 0 and 1 (or a percentage), got {raw!r}"
+        ) from None
+    return value
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low:g} to {high:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+def _nonempty(raw: str) -> str:
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return level

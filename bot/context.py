@@ -1,0 +1,46 @@
+"""The services handlers use, and the typed context that hands them over (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.config import Settings
+from model.types import Prediction
+
+
+class ImageClassifier(Protocol):
+    """What the bot needs from the inference side: bytes in, a small result out."""
+
+    model_name: str
+
+    async def classify(self, image: bytes) -> Prediction:
+        """Top-k labels for the image, or an `ImageRejected` / `ClassifierUnavailable`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything long-lived the handlers use; put into `bot_data` once."""
+
+    settings: Settings
+    classifier: ImageClassifier
+
+
+SERVICES_KEY = "services"
+
+
+class Ctx(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+    """Callback context with typed access to the `Services`."""
+
+    @property
+    def services(self) -> Services:
+        """The application's services."""
+        services = self.bot_data[SERVICES_KEY]
+        assert isinstance(services, Services)
+        return services
+
+
+BotApp = Application[ExtBot[None], Ctx, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any]

@@ -1,0 +1,105 @@
+"""Handlers for photos and image files: fetch the bytes, classify them, reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from telegram import Message, Update
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, TelegramError
+
+from bot import replies
+from bot.context import Ctx
+from model.types import ClassifierUnavailable, ImageRejected
+
+logger = logging.getLogger(__name__)
+
+TYPING_REFRESH_S = 4.5  # Telegram shows "typing…" for about 5 s per chat action
+
+
+async def on_photo(update: Update, context: Ctx) -> None:
+    """A photo: classify its largest size."""
+    message = update.effective_message
+    if message is None or not message.photo:
+        return
+    largest = max(message.photo, key=lambda size: (size.width * size.height, size.file_size or 0))
+    await _classify_file(message, context, largest.file_id, largest.file_size)
+
+
+async def on_document(update: Update, context: Ctx) -> None:
+    """A file: classify it when its bytes are an image, whatever its name or MIME type say."""
+    message = update.effective_message
+    if message is None or message.document is None:
+        return
+    document = message.document
+    await _classify_file(message, context, document.file_id, document.file_size)
+
+
+async def on_other(update: Update, context: Ctx) -> None:
+    """Stickers, videos, voice, text: a short hint instead of silence."""
+    message = update.effective_message
+    if message is not None:
+        await message.reply_text(replies.HINT, do_quote=True)
+
+
+async def on_unknown_command(update: Update, context: Ctx) -> None:
+    """A command the bot does not have."""
+    message = update.effective_message
+    if message is not None:
+        await message.reply_text(replies.UNKNOWN_COMMAND, do_quote=True)
+
+
+async def _classify_file(
+    message: Message, context: Ctx, file_id: str, file_size: int | None
+) -> None:
+    settings = context.services.settings
+    limit = settings.max_download_bytes
+    if file_size is not None and file_size > limit:
+        await message.reply_text(replies.too_big_text(file_size, limit), do_quote=True)
+        return
+    async with _typing(message):
+        try:
+            file = await context.bot.get_file(file_id)
+            data = bytes(await file.download_as_bytearray())
+        except BadRequest as exc:
+            if "too big" in exc.message.lower():
+                size = file_size if file_size is not None else limit + 1
+                await message.reply_text(replies.too_big_text(size, limit), do_quote=True)
+                return
+            raise
+        if len(data) > limit:
+            await message.reply_text(replies.too_big_text(len(data), limit), do_quote=True)
+            return
+        try:
+            prediction = await context.services.classifier.classify(data)
+        except ImageRejected as exc:
+            logger.info("image rejected in chat %r: %r", message.chat_id, exc)
+            text = replies.rejection_text(exc)
+        except ClassifierUnavailable as exc:
+            logger.warning("classifier unavailable: %s", exc)
+            text = replies.UNAVAILABLE
+        else:
+            text = replies.prediction_text(prediction, settings.confidence_threshold)
+    await message.reply_text(text, do_quote=True)
+
+
+@contextlib.asynccontextmanager
+async def _typing(message: Message) -> AsyncIterator[None]:
+    """Show "typing…" in the chat until the block ends."""
+
+    async def keep_typing() -> None:
+        while True:
+            with contextlib.suppress(TelegramError):
+                await message.get_bot().send_chat_action(message.chat_id, ChatAction.TYPING)
+            await asyncio.sleep(TYPING_REFRESH_S)
+
+    task = asyncio.create_task(keep_typing())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

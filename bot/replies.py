@@ -1,0 +1,121 @@
+"""The texts the bot sends: pure functions, so tests can call them directly."""
+
+from __future__ import annotations
+
+from model.types import (
+    CorruptImage,
+    EmptyFile,
+    ImageRejected,
+    LabelScore,
+    NotAnImage,
+    Prediction,
+    TooManyPixels,
+    UnsupportedImage,
+)
+
+READABLE = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+
+def percent(probability: float) -> str:
+    """A probability as a whole percentage, never rounding a small one down to '0%'."""
+    value = round(probability * 100)
+    if value == 0 and probability > 0:
+        return "<1%"
+    if value == 100 and probability < 1:
+        return ">99%"
+    return f"{value}%"
+
+
+def prediction_text(prediction: Prediction, threshold: float) -> str:
+    """`espresso — 95%`, or the runner-ups too when the top label is below `threshold`."""
+    top = prediction.top
+    if top.probability >= threshold:
+        return f"{top.label} — {percent(top.probability)}"
+    candidates = ", ".join(_candidate(score) for score in prediction.scores)
+    return f"Not sure: {candidates}"
+
+
+def _candidate(score: LabelScore) -> str:
+    return f"{score.label} {percent(score.probability)}"
+
+
+def rejection_text(error: ImageRejected) -> str:
+    """A polite explanation of why an image could not be classified."""
+    if isinstance(error, EmptyFile):
+        return "That file is empty (0 bytes), so there is nothing to look at. Please send a photo."
+    if isinstance(error, TooManyPixels):
+        limit = f"{error.limit / 1_000_000:g} megapixels"
+        if error.width and error.height:
+            size = (
+                f"{error.width}×{error.height} pixels ({error.width * error.height / 1e6:,.0f} MP)"
+            )
+            return (
+                f"That image is too large to open safely: {size}, and I accept up to {limit}. "
+                "Please send a smaller version, or send it as a photo."
+            )
+        return f"That image is larger than the {limit} I accept. Please send a smaller version."
+    if isinstance(error, UnsupportedImage):
+        return (
+            f"I can't read {error.kind} images yet. Send it as a photo instead (Telegram "
+            f"converts it), or as a {READABLE} file."
+        )
+    if isinstance(error, NotAnImage):
+        looks_like = f" (it looks like {error.kind})" if error.kind else ""
+        return (
+            f"That file is not an image I can read{looks_like}. "
+            f"Please send a photo, or an image file: {READABLE}."
+        )
+    if isinstance(error, CorruptImage):
+        return (
+            "I couldn't read that image: the file seems damaged or incomplete (perhaps the "
+            "upload was cut short). Please send it again."
+        )
+    return "I couldn't read that image. Please send another photo."
+
+
+def too_big_text(size_bytes: int, limit_bytes: int) -> str:
+    """Refusal for a file above the Bot API's download limit."""
+    return (
+        f"That file is {size_bytes / 1024 / 1024:.1f} MB, and Telegram lets bots download files "
+        f"of at most {limit_bytes / 1024 / 1024:g} MB. Please send a smaller file, or send the "
+        "picture as a photo (Telegram compresses it)."
+    )
+
+
+UNAVAILABLE = "Sorry, the classifier is not available right now. Please try again in a minute."
+
+SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."
+
+HINT = (
+    "I only look at still images. Send me a photo (or an image file) and I'll tell you what "
+    "I see. /help explains more."
+)
+
+UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
+
+
+def help_text(labels_hint: str, threshold: float) -> str:
+    """What the bot does, what it keeps, and how to use it."""
+    return (
+        "Send me a photo and I'll reply with what I think it shows and how confident I am, "
+        f"for example “espresso — 95%”. {labels_hint}\n\n"
+        "How to use me:\n"
+        "• Send a photo, or an image file (JPEG, PNG, WebP, GIF, BMP, TIFF; up to 20 MB).\n"
+        f"• When I'm less than {percent(threshold)} sure, I list my best guesses instead.\n\n"
+        "What I keep: nothing. Your photo is classified in memory and forgotten; it is not "
+        "stored, and neither is my answer.\n\n"
+        "Commands: /help — this message."
+    )
+
+
+def start_text(first_name: str | None, labels_hint: str, threshold: float) -> str:
+    """The greeting for /start."""
+    greeting = f"Hi {first_name}! " if first_name else "Hi! "
+    return greeting + help_text(labels_hint, threshold)
+
+
+def labels_hint(model_name: str) -> str:
+    """One sentence on what the model knows."""
+    if model_name.startswith("default-efficientnet-lite0-imagenet"):
+        return "I know the 1000 everyday things of ImageNet (animals, food, objects, vehicles)."
+    return "I use a model trained by my operator."

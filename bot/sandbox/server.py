@@ -1,0 +1,306 @@
+"""The sandbox server: an aiohttp app that stands in for the Telegram Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import traceback
+import urllib.parse
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from bot.sandbox.botapi import BotApi
+from bot.sandbox.state import JSONDict, SandboxState
+from bot.sandbox.testapi import TestApi
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BOT_USERNAME = "verdict_sandbox_bot"
+DEFAULT_BOT_FIRST_NAME = "Verdict"
+DEFAULT_DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = 60 * 1024 * 1024
+#: Long polls are woken on stop, so in-flight requests finish almost at once.
+SHUTDOWN_TIMEOUT_SECONDS = 5.0
+_TOKEN_FORBIDDEN = frozenset("/?#% \t\r\n")
+
+
+#: aiohttp's own loggers; aiohttp.server logs raw request lines (with the token) on bad input.
+_AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal")
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites records of aiohttp's loggers so that they never contain the bot token."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the message and any traceback of the record in place."""
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        record.msg = self._redact(message)
+        record.args = None
+        return True
+
+
+def _url_host(host: str) -> str:
+    """The host to put in the sandbox's base URL for a bind address."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    if ":" in host:
+        return f"[{host}]"
+    return host
+
+
+class Sandbox:
+    """A local stand-in for the Telegram Bot API plus a test API to play the user."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        bot_id: int | None = None,
+        bot_username: str = DEFAULT_BOT_USERNAME,
+        bot_first_name: str = DEFAULT_BOT_FIRST_NAME,
+        download_limit_bytes: int = DEFAULT_DOWNLOAD_LIMIT_BYTES,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    ) -> None:
+        if not token or any(char in _TOKEN_FORBIDDEN for char in token):
+            raise ValueError("the sandbox token must be non-empty and URL-path safe")
+        if bot_id is None:
+            head = token.split(":", 1)[0]
+            if not head.isdigit():
+                raise ValueError("cannot derive bot_id from the token; pass bot_id explicitly")
+            bot_id = int(head)
+        self._token = token
+        self._state = SandboxState(
+            {"id": bot_id, "is_bot": True, "first_name": bot_first_name, "username": bot_username}
+        )
+        self._bot_api = BotApi(self._state, token, download_limit_bytes=download_limit_bytes)
+        info: JSONDict = {
+            "download_limit_bytes": download_limit_bytes,
+            "max_upload_bytes": max_upload_bytes,
+        }
+        self._test_api = TestApi(self._state, info)
+        self._app = web.Application(
+            client_max_size=max_upload_bytes, middlewares=[self._error_middleware()]
+        )
+        self._app.add_routes(
+            [
+                web.get("/bot{token}/{method}", self._bot_api.handle),
+                web.post("/bot{token}/{method}", self._bot_api.handle),
+                web.get("/file/bot{tail:.+}", self._bot_api.handle_file),
+                *self._test_api.routes(),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._stopped = False
+        self._log_filter = _RedactingFilter(self.redact)
+
+    @property
+    def app(self) -> web.Application:
+        """The aiohttp application (usable with aiohttp's test utilities)."""
+        return self._app
+
+    @property
+    def state(self) -> SandboxState:
+        """The in-memory state (for inspection from the same event loop)."""
+        return self._state
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:8088; only valid after start()."""
+        if self._url is None:
+            raise RuntimeError("the sandbox is not started")
+        return self._url
+
+    def redact(self, text: str) -> str:
+        """Replace the bot token (plain or percent-encoded) in text by <token>."""
+        encoded = urllib.parse.quote(self._token, safe="")
+        return text.replace(self._token, "<token>").replace(encoded, "<token>")
+
+    def _error_middleware(self) -> Any:
+        """Middleware turning unexpected exceptions into JSON 500s, logged without the token."""
+
+        @web.middleware
+        async def errors(
+            request: web.Request,
+            handler: Any,
+        ) -> web.StreamResponse:
+            try:
+                response: web.StreamResponse = await handler(request)
+                return response
+            except web.HTTPException:
+                raise
+            except Exception as exc:
+                details = "".join(traceback.format_exception(exc))
+                logger.error(
+                    "sandbox: internal error on %s %s\n%s",
+                    request.method,
+                    self.redact(request.path),
+                    self.redact(details),
+                )
+                description = "Internal Server Error"
+                return web.json_response(
+                    {"ok": False, "error_code": 500, "description": description}, status=500
+                )
+
+        return errors
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving on host:port (0 picks a free port); return the base URL."""
+        if self._runner is not None or self._stopped:
+            raise RuntimeError("a Sandbox can be started only once")
+        # access_log=None: aiohttp's access log would print request paths, which hold the token.
+        runner = web.AppRunner(
+            self._app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        for name in _AIOHTTP_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
+        self._runner = runner
+        actual_port = runner.addresses[0][1]
+        self._url = f"http://{_url_host(host)}:{actual_port}"
+        logger.info("sandbox: Bot API and test API (/_sandbox/) listening on %s", self._url)
+        return self._url
+
+    async def stop(self) -> None:
+        """Wake all long polls and shut the server down."""
+        runner = self._runner
+        if runner is None:
+            return
+        self._runner = None
+        self._stopped = True
+        self._state.close()
+        try:
+            await runner.cleanup()
+        finally:
+            for name in _AIOHTTP_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
+        logger.info("sandbox: stopped")
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class SandboxThread:
+    """Runs a Sandbox on its own event loop in a background thread (for synchronous code)."""
+
+    def __init__(
+        self, token: str, host: str = "127.0.0.1", port: int = 0, **sandbox_kwargs: Any
+    ) -> None:
+        self._token = token
+        self._host = host
+        self._port = port
+        self._kwargs = sandbox_kwargs
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sandbox: Sandbox | None = None
+        self._url: str | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running sandbox."""
+        if self._url is None:
+            raise RuntimeError("the sandbox thread is not started")
+        return self._url
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The Sandbox object (its state belongs to the background loop)."""
+        if self._sandbox is None:
+            raise RuntimeError("the sandbox thread is not started")
+        return self._sandbox
+
+    def start(self) -> str:
+        """Start the thread and the server; return the base URL."""
+        if self._thread is not None:
+            raise RuntimeError("the sandbox thread is already started")
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="verdict-sandbox", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._error
+        return self.url
+
+    def _run(self, ready: threading.Event) -> None:
+        """Thread body: start the sandbox, run the loop until stop(), then clean up."""
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            try:
+                self._sandbox = Sandbox(self._token, **self._kwargs)
+                self._url = loop.run_until_complete(self._sandbox.start(self._host, self._port))
+            except BaseException as exc:
+                self._error = exc
+                return
+            finally:
+                ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._sandbox.stop())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop the server and join the thread (idempotent)."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        self._thread = None
+        self._loop = None
+        self._url = None
+
+    def __enter__(self) -> SandboxThread:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Fitting and exporting model versions (fastai); never talks to Telegram."""
