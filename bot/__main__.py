@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -14,7 +15,7 @@ from bot.app import build_application
 from bot.config import ConfigError, Secret, Settings, load_settings
 from bot.context import Services
 from bot.logs import RedactFilter, configure_logging
-from model.pool import Classifier
+from model.pool import Classifier, PoolConfig
 from model.worker import WorkerConfig
 
 logger = logging.getLogger("bot")
@@ -55,16 +56,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         logger.info("no TELEGRAM_TOKEN set: using the local sandbox Bot API at %s", url)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    classifier = Classifier(
-        WorkerConfig(
-            models_dir=settings.models_dir,
-            model_path=settings.model_path,
-            threads=settings.inference_threads,
-            max_pixels=settings.max_image_pixels,
-            top_k=settings.top_k,
-        ),
-        timeout=settings.classify_timeout,
-    )
+    classifier = build_classifier(settings)
     application = build_application(Services(settings=settings, classifier=classifier))
     try:
         logger.info("starting the model worker (the first start exports the default model)")
@@ -90,6 +82,58 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         if sandbox is not None:
             await sandbox.stop()
     return 0
+
+
+def build_classifier(settings: Settings) -> Classifier:
+    """The worker pool, sized for this machine unless the settings say otherwise."""
+    gpus = count_gpus() if settings.inference_device in ("auto", "cuda") else 0
+    if settings.inference_device == "cuda" and not gpus:
+        logger.warning("INFERENCE_DEVICE=cuda but no NVIDIA GPU is visible; using the CPU")
+    cpus = len(os.sched_getaffinity(0))
+    overrides = {
+        name: value
+        for name, value in (
+            ("workers", settings.workers),
+            ("max_batch", settings.max_batch),
+            ("max_wait_ms", settings.max_wait_ms),
+            ("queue_size", settings.queue_size),
+        )
+        if value is not None
+    }
+    pool = PoolConfig.for_machine(
+        max(1, cpus // settings.inference_threads),
+        gpus,
+        timeout_s=settings.classify_timeout,
+        **overrides,
+    )
+    worker = WorkerConfig(
+        models_dir=settings.models_dir,
+        model_path=settings.model_path,
+        threads=settings.inference_threads,
+        max_pixels=settings.max_image_pixels,
+        top_k=settings.top_k,
+        device="cuda" if gpus else "cpu",
+        log_level="DEBUG" if settings.log_level == "DEBUG" else "WARNING",
+    )
+    logger.info(
+        "pool: %d worker(s) × %d thread(s) on %s, batches of up to %d",
+        pool.workers,
+        worker.threads,
+        worker.device,
+        pool.max_batch,
+    )
+    return Classifier(worker, pool)
+
+
+def count_gpus() -> int:
+    """NVIDIA GPUs the driver shows, without importing torch in the bot process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
 
 
 def _print_sandbox_help(url: str) -> None:

@@ -59,7 +59,12 @@ class Settings:
     max_image_pixels: int = 50_000_000
     max_download_mb: float = 20.0
     classify_timeout: float = 30.0
-    inference_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    inference_device: str = "auto"
+    workers: int | None = None
+    inference_threads: int = 1
+    max_batch: int | None = None
+    max_wait_ms: float | None = None
+    queue_size: int | None = None
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8088
     log_level: str = "INFO"
@@ -110,9 +115,14 @@ def load_settings(
         classify_timeout=reader.get(
             "CLASSIFY_TIMEOUT", _float_between(1, 600), defaults.classify_timeout
         ),
+        inference_device=reader.get("INFERENCE_DEVICE", _device, defaults.inference_device),
+        workers=reader.get("WORKERS", _int_between(1, 64), None),
         inference_threads=reader.get(
             "INFERENCE_THREADS", _int_between(1, 256), defaults.inference_threads
         ),
+        max_batch=reader.get("MAX_BATCH", _int_between(1, 512), None),
+        max_wait_ms=reader.get("MAX_WAIT_MS", _float_between(0, 1000), None),
+        queue_size=reader.get("QUEUE_SIZE", _int_between(1, 100_000), None),
         sandbox_host=reader.get("SANDBOX_HOST", _nonempty, defaults.sandbox_host),
         sandbox_port=reader.get("SANDBOX_PORT", _int_between(0, 65535), defaults.sandbox_port),
         log_level=reader.get("LOG_LEVEL", _log_level, defaults.log_level),
@@ -223,6 +233,13 @@ def _float_between(low: float, high: float) -> Callable[[str], float]:
 
 def _nonempty(raw: str) -> str:
     return raw
+
+
+def _device(raw: str) -> str:
+    device = raw.lower()
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"expected auto, cpu or cuda, got {raw!r}")
+    return device
 
 
 def _log_level(raw: str) -> str:

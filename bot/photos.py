@@ -13,7 +13,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot import replies
 from bot.context import Ctx
-from model.types import ClassifierUnavailable, ImageRejected
+from model.types import ClassifierBusy, ClassifierError, ClassifierUnavailable, ImageRejected
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,15 @@ async def _classify_file(
         except ImageRejected as exc:
             logger.info("image rejected in chat %r: %r", message.chat_id, exc)
             text = replies.rejection_text(exc)
+        except ClassifierBusy as exc:
+            logger.info("busy: %s", exc)
+            text = replies.BUSY
         except ClassifierUnavailable as exc:
             logger.warning("classifier unavailable: %s", exc)
             text = replies.UNAVAILABLE
+        except ClassifierError as exc:
+            logger.warning("classification failed: %s", exc)
+            text = replies.MODEL_FAILED
         else:
             text = replies.prediction_text(prediction, settings.confidence_threshold)
     await message.reply_text(text, do_quote=True)

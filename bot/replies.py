@@ -82,6 +82,12 @@ def too_big_text(size_bytes: int, limit_bytes: int) -> str:
     )
 
 
+BUSY = "I'm busy with a lot of photos right now. Please try again in a moment."
+
+MODEL_FAILED = (
+    "Sorry, I couldn't classify this image: it made the model fail. Please try another photo."
+)
+
 UNAVAILABLE = "Sorry, the classifier is not available right now. Please try again in a minute."
 
 SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."

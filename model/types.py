@@ -36,6 +36,10 @@ class ClassifierUnavailable(ClassifierError):
     """The workers cannot answer right now (not started, crashed twice, timed out)."""
 
 
+class ClassifierBusy(ClassifierError):
+    """Too many requests are waiting (or this one waited past its deadline): try again soon."""
+
+
 class ImageRejected(ClassifierError):
     """The bytes are not an image we can classify; subclasses say why."""
 

@@ -1,7 +1,7 @@
-"""Code that runs inside a worker process: load the learner once, then classify image bytes.
+"""Code that runs inside a worker process: load the learner once, then classify batches.
 
-The bot process imports this module only so that its functions can be named to the process
-pool; torch and fastai are imported inside the functions, never at module level.
+The bot process imports this module only to name `serve` as a process target and to build a
+`WorkerConfig`; torch and fastai are imported inside the functions, never at module level.
 """
 
 from __future__ import annotations
@@ -10,14 +10,22 @@ import hashlib
 import logging
 import os
 import signal
+import time
 import warnings
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from model.types import LabelScore, Prediction
+from model.types import ClassifierError, ImageRejected, LabelScore, Prediction
 
 logger = logging.getLogger(__name__)
+
+# Messages on the pipe. Parent → worker: (batch_id, [(request_id, image_bytes), ...]) or None
+# to stop. Worker → parent: ("ready", model_name, pid), ("failed", reason), or
+# (batch_id, [(request_id, Prediction | ClassifierError), ...], decode_s, infer_s).
+BatchItem = tuple[int, bytes]
+ItemResult = tuple[int, "Prediction | ClassifierError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +37,8 @@ class WorkerConfig:
     threads: int = 1
     max_pixels: int = 50_000_000
     top_k: int = 3
-
-
-@dataclass
-class _Loaded:
-    learn: Any
-    labels: list[str]
-    name: str
-    config: WorkerConfig
-
-
-_loaded: _Loaded | None = None  # this process's learner, set once by `initialize`
+    device: str = "cpu"
+    log_level: str = "WARNING"
 
 
 def model_name(path: Path) -> str:
@@ -51,29 +50,13 @@ def model_name(path: Path) -> str:
     return f"{path.stem}@{digest.hexdigest()[:8]}"
 
 
-def initialize(config: WorkerConfig) -> None:
-    """Process-pool initializer: set threads, then load the learner (exporting the default)."""
-    global _loaded
-    # Ctrl-C in a terminal reaches the whole process group; the bot decides when we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
-    # Library deprecation chatter (torch.jit, fastai) would repeat on every worker start.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import torch
-
-    torch.set_num_threads(config.threads)
-    from PIL import Image
-
-    # decode_image checks the pixel count on the header itself, with the configured limit.
-    Image.MAX_IMAGE_PIXELS = None
-
-    from model.default import ensure_default_learner
-
-    path = config.model_path or ensure_default_learner(config.models_dir)
-    learn = load(path)
-    _loaded = _Loaded(learn, [str(label) for label in learn.dls.vocab], model_name(path), config)
-    logger.info("worker %d loaded %s (%d labels)", os.getpid(), _loaded.name, len(_loaded.labels))
+def preload() -> None:
+    """Import the heavy libraries; run in the fork server so workers share these pages."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import fastai.vision.all  # noqa: F401
+        import timm  # noqa: F401
+        import torch  # noqa: F401
 
 
 def load(path: Path) -> Any:
@@ -91,37 +74,137 @@ def load(path: Path) -> Any:
     return learn
 
 
-def classify(data: bytes) -> Prediction:
-    """Decode and validate `data`, run the learner, return the top-k labels."""
-    from model.images import decode_image
+class Engine:
+    """A loaded learner plus the fastest exact way to run it on a batch of decoded images."""
 
-    if _loaded is None:
-        raise RuntimeError("worker used before initialize()")
-    image = decode_image(data, _loaded.config.max_pixels)
-    return _predict(image)
+    def __init__(self, config: WorkerConfig) -> None:
+        import torch
+
+        from model.default import ensure_default_learner
+
+        self.config = config
+        path = config.model_path or ensure_default_learner(config.models_dir)
+        self.name = model_name(path)
+        self.learn = load(path)
+        self.labels = [str(label) for label in self.learn.dls.vocab]
+        self.device = torch.device(config.device)
+        self.learn.model.to(self.device)
+        self.learn.dls.to(self.device)
+        # The validation pipelines (split_idx=1): deterministic resize/crop, then normalise.
+        self.after_item = self.learn.dls.valid.after_item
+        self.after_batch = self.learn.dls.valid.after_batch
+        self.fast = True
+
+    def warm_up(self) -> None:
+        """Run both paths once; keep the fast one only if it matches fastai's own output."""
+        import torch
+        from PIL import Image
+
+        image = Image.new("RGB", (320, 240))
+        image.paste((200, 120, 40), (40, 30, 200, 180))
+        fast = self.probabilities([image])
+        self.fast = False
+        reference = self.probabilities([image])
+        difference = float((fast - reference).abs().max())
+        self.fast = difference < 1e-4
+        if not self.fast:
+            logger.warning(
+                "model %s: fast preprocessing differs from fastai's by %.2g; using test_dl",
+                self.name,
+                difference,
+            )
+        torch.set_grad_enabled(False)
+
+    def probabilities(self, images: list[Any]) -> Any:
+        """Class probabilities, one row per image, as a CPU tensor."""
+        import torch
+        from fastai.vision.core import PILImage
+        from fastcore.basics import getcallable
+
+        if not self.fast:
+            dl = self.learn.dls.test_dl(images, num_workers=0, device=self.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                probabilities, _ = self.learn.get_preds(dl=dl)
+            return probabilities
+        # What test_dl + get_preds do, without building a DataLoader and running callbacks
+        # per call: fastai's own validation item and batch transforms, then one forward pass.
+        tensors = [self.after_item((PILImage(image),))[0] for image in images]
+        batch = torch.stack(tensors).to(self.device)
+        batch = self.after_batch((type(tensors[0])(batch),))[0]
+        with torch.inference_mode():
+            logits = self.learn.model(batch)
+            # get_preds applies the loss function's activation (softmax for classifiers).
+            activation = getcallable(self.learn.loss_func, "activation")
+            return activation(logits).float().cpu()
+
+    def classify(self, items: list[BatchItem]) -> tuple[list[ItemResult], float, float]:
+        """Decode each item, run the valid ones as one batch; per-item results and timings."""
+        from model.images import decode_image
+
+        started = time.perf_counter()
+        results: dict[int, Prediction | ClassifierError] = {}
+        decoded: list[tuple[int, Any]] = []
+        for request_id, data in items:
+            try:
+                decoded.append((request_id, decode_image(data, self.config.max_pixels)))
+            except ImageRejected as exc:
+                results[request_id] = exc
+        decode_s = time.perf_counter() - started
+        if decoded:
+            probabilities = self.probabilities([image for _, image in decoded])
+            k = min(self.config.top_k, len(self.labels))
+            values, indices = probabilities.topk(k, dim=1)
+            for row, (request_id, image) in enumerate(decoded):
+                scores = tuple(
+                    LabelScore(self.labels[int(index)], float(value))
+                    for value, index in zip(values[row], indices[row], strict=True)
+                )
+                results[request_id] = Prediction(scores, self.name, image.width, image.height)
+        infer_s = time.perf_counter() - started - decode_s
+        return [(request_id, results[request_id]) for request_id, _ in items], decode_s, infer_s
 
 
-def _predict(image: Any) -> Prediction:
-    import torch
-
-    assert _loaded is not None
-    learn = _loaded.learn
-    dl = learn.dls.test_dl([image], num_workers=0)
-    with torch.inference_mode():
-        probabilities, _ = learn.get_preds(dl=dl)
-    values, indices = probabilities[0].topk(min(_loaded.config.top_k, len(_loaded.labels)))
-    scores = tuple(
-        LabelScore(_loaded.labels[int(index)], float(value))
-        for value, index in zip(values, indices, strict=True)
+def serve(conn: Connection, config: WorkerConfig) -> None:
+    """Process target: load and warm up the model, report ready, then answer batches."""
+    # Ctrl-C in a terminal reaches the whole process group; the pool decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s worker %(process)d: %(message)s"
     )
-    return Prediction(scores, _loaded.name, image.width, image.height)
+    # Library deprecation chatter (torch.jit, fastai) would repeat on every worker start.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        import torch
 
+        torch.set_num_threads(config.threads)  # before the model loads: workers × threads ≤ cores
+        from PIL import Image
 
-def warm_up() -> str:
-    """Run one forward pass on a blank image so the first user does not pay for it."""
-    from PIL import Image
-
-    if _loaded is None:
-        raise RuntimeError("worker used before initialize()")
-    _predict(Image.new("RGB", (320, 240), (128, 128, 128)))
-    return _loaded.name
+        # decode_image checks the pixel count on the header itself, with the configured limit.
+        Image.MAX_IMAGE_PIXELS = None
+        engine = Engine(config)
+        engine.warm_up()
+    except Exception as exc:
+        logger.exception("could not load the model")
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        conn.close()
+        return
+    conn.send(("ready", engine.name, os.getpid()))
+    logger.info("serving %s with %d thread(s) on %s", engine.name, config.threads, config.device)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the pool went away
+        if message is None:
+            conn.close()
+            return
+        batch_id, items = message
+        try:
+            results, decode_s, infer_s = engine.classify(items)
+        except Exception as exc:  # a model failure must answer every item, not hang the batch
+            logger.exception("batch %d failed", batch_id)
+            error = ClassifierError(f"the model failed: {type(exc).__name__}")
+            results, decode_s, infer_s = [(rid, error) for rid, _ in items], 0.0, 0.0
+        conn.send((batch_id, results, decode_s, infer_s))

@@ -31,6 +31,7 @@ class RunningBot:
     modules_path: Path
     client: httpx.Client = field(init=False)
     returncode: int | None = None
+    stopped: bool = False
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.url, timeout=120)
@@ -58,8 +59,8 @@ class RunningBot:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def stop(self) -> int:
-        """SIGTERM the bot and wait for it to exit; idempotent. Returns its exit status."""
+    def stop_process(self) -> int:
+        """SIGTERM the bot and wait for it to exit, leaving the sandbox up; its exit status."""
         if self.returncode is None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -68,9 +69,16 @@ class RunningBot:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.returncode = self.process.wait()
+        return self.returncode
+
+    def stop(self) -> int:
+        """Stop the bot (SIGTERM), then the sandbox; idempotent. Returns the bot's status."""
+        status = self.stop_process()
+        if not self.stopped:
+            self.stopped = True
             self.client.close()
             self.sandbox.stop()
-        return self.returncode
+        return status
 
     def modules(self) -> list[str]:
         """The modules the bot process had imported when it exited."""
@@ -118,10 +126,3 @@ def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> Running
         time.sleep(0.2)
     bot.stop()
     raise RuntimeError(f"the bot did not start polling in time:\n{bot.log()}")
-
-
-def stop_quietly(bot: RunningBot) -> None:
-    """Stop the bot, ignoring a signal race at interpreter exit."""
-    if bot.process.poll() is None:
-        bot.process.send_signal(signal.SIGTERM)
-    bot.stop()

@@ -1,0 +1,1066 @@
+"""The feedback log: predictions the bot answered, users' verdicts on them, disputed images.
+
+One SQLite database (WAL) at ``DATA_DIR/feedback/feedback.sqlite3`` and the kept images beside it
+under ``DATA_DIR/feedback/images/<sha256[:2]>/<sha256>.<ext>``. ``FeedbackStore`` is the
+synchronous core (one connection, one thread); ``SqliteFeedbackLog`` is the async front the bot
+uses, running every database and file operation on one dedicated thread so that the event loop
+never waits on a disk. ``training`` reads the same store synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, ParamSpec, Protocol, TypeVar
+
+from model.types import LabelScore, Prediction
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+VerdictKind = Literal["right", "wrong", "unsure"]
+VERDICT_KINDS: tuple[VerdictKind, ...] = ("right", "wrong", "unsure")
+# Verdicts that make a prediction training data: retention never removes these.
+DISPUTED_KINDS: tuple[VerdictKind, ...] = ("wrong", "unsure")
+MAX_LABEL_LENGTH = 100
+DEFAULT_PENDING_TTL_S = 3600.0
+# Files in the image store that no row references are removed at open only once they are this
+# old, so that a file another process has just written but not yet linked is never swept away.
+ORPHAN_GRACE_S = 3600.0
+DATABASE_NAME = "feedback.sqlite3"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def feedback_dir(data_dir: Path) -> Path:
+    """The folder holding the feedback database and its images."""
+    return data_dir / "feedback"
+
+
+def database_path(data_dir: Path) -> Path:
+    """Where the feedback database lives under `data_dir`."""
+    return feedback_dir(data_dir) / DATABASE_NAME
+
+
+def image_extension(data: bytes) -> str:
+    """A file extension for image bytes, from their magic number ('bin' when unknown)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "tif"
+    return "bin"
+
+
+class FeedbackError(Exception):
+    """Base class for everything the feedback log raises on purpose."""
+
+
+class UnknownPrediction(FeedbackError, KeyError):
+    """No prediction has this id (never recorded, forgotten, pruned, or forged)."""
+
+    def __init__(self, prediction_id: str) -> None:
+        super().__init__(prediction_id)
+        self.prediction_id = prediction_id
+
+    def __str__(self) -> str:
+        return f"no prediction with id {self.prediction_id!r}"
+
+
+class InvalidVerdict(FeedbackError, ValueError):
+    """A verdict with an unknown kind, or a label that is missing, too long or not allowed."""
+
+
+class MissingDatabase(FeedbackError):
+    """There is no feedback database yet (the bot creates it when it first starts)."""
+
+
+class FeedbackLogClosed(FeedbackError):
+    """The feedback log was used after `close()`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One answered photo: who sent it, where the reply is, and what the model said."""
+
+    id: str
+    chat_id: int
+    user_id: int
+    message_id: int
+    reply_message_id: int | None
+    file_id: str
+    file_unique_id: str
+    model: str
+    scores: tuple[LabelScore, ...]
+    created: float
+    image_sha256: str | None
+    uncertain: bool
+
+    @property
+    def top(self) -> LabelScore:
+        """The label the model ranked first."""
+        return self.scores[0]
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRecord:
+    """A user's verdict on a prediction; `label` is the corrected or confirmed label."""
+
+    prediction_id: str
+    user_id: int
+    kind: VerdictKind
+    label: str | None
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictOutcome:
+    """Whether `record_verdict` stored a verdict, and the verdict that stands."""
+
+    recorded: bool
+    verdict: VerdictRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetSummary:
+    """How many of a user's records `/forget` removes (or would remove)."""
+
+    predictions: int
+    verdicts: int
+    images: int
+
+    @property
+    def total(self) -> int:
+        """All removed items together."""
+        return self.predictions + self.verdicts + self.images
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEntry:
+    """A prediction with its verdict, and where its image should be (None if none was kept)."""
+
+    prediction: PredictionRecord
+    verdict: VerdictRecord
+    image_path: Path | None
+
+
+class FeedbackLog(Protocol):
+    """The durable feedback log as the bot sees it; SQLite now, PostgreSQL can follow."""
+
+    async def record_prediction(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        message_id: int,
+        file_id: str,
+        file_unique_id: str,
+        prediction: Prediction,
+        uncertain: bool,
+        image: bytes | None,
+    ) -> PredictionRecord:
+        """Store a prediction (and its image, when given) before the reply is sent."""
+        ...
+
+    async def set_reply_message(self, prediction_id: str, reply_message_id: int) -> None:
+        """Remember which bot message answered the prediction."""
+        ...
+
+    async def get_prediction(self, prediction_id: str) -> PredictionRecord | None:
+        """The prediction with this id, or None for an unknown or forged id."""
+        ...
+
+    async def get_verdict(self, prediction_id: str) -> VerdictRecord | None:
+        """The verdict on this prediction, if any."""
+        ...
+
+    async def record_verdict(
+        self,
+        prediction_id: str,
+        *,
+        user_id: int,
+        kind: str,
+        label: str | None,
+        image: bytes | None = None,
+    ) -> VerdictOutcome:
+        """Store the one verdict a prediction may get; a later call returns the first one."""
+        ...
+
+    async def has_image(self, prediction_id: str) -> bool:
+        """Whether the prediction's image is in the store."""
+        ...
+
+    async def set_pending_label(self, *, chat_id: int, user_id: int, prediction_id: str) -> None:
+        """The next text this user sends in this chat is the label for this prediction."""
+        ...
+
+    async def get_pending_label(self, *, chat_id: int, user_id: int) -> str | None:
+        """The prediction id awaiting a typed label from this user in this chat, if not expired."""
+        ...
+
+    async def clear_pending_label(self, *, chat_id: int, user_id: int) -> None:
+        """Stop waiting for a typed label from this user in this chat."""
+        ...
+
+    async def count_user_items(self, user_id: int) -> ForgetSummary:
+        """What `forget_user` would remove, for the confirmation prompt."""
+        ...
+
+    async def forget_user(self, user_id: int) -> ForgetSummary:
+        """Delete the user's predictions, verdicts, pending state and images nobody else uses."""
+        ...
+
+    async def prune(self, *, older_than_s: float) -> int:
+        """Delete undisputed predictions older than `older_than_s`; returns how many."""
+        ...
+
+    async def stats(self) -> dict[str, int]:
+        """Counts of predictions, verdicts by kind and stored images."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release the database."""
+        ...
+
+
+# Each migration is a list of statements taking the schema from version N to N + 1; append new
+# ones, never edit old ones (databases in the field have already run them).
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE images (
+            sha256 TEXT PRIMARY KEY,
+            ext TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE predictions (
+            id TEXT PRIMARY KEY,
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            message_id INTEGER NOT NULL,
+            reply_message_id INTEGER,
+            file_id TEXT NOT NULL,
+            file_unique_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            scores TEXT NOT NULL,
+            created REAL NOT NULL,
+            image_sha256 TEXT REFERENCES images (sha256),
+            uncertain INTEGER NOT NULL CHECK (uncertain IN (0, 1))
+        )
+        """,
+        "CREATE INDEX predictions_user_id ON predictions (user_id)",
+        "CREATE INDEX predictions_created ON predictions (created)",
+        "CREATE INDEX predictions_image_sha256 ON predictions (image_sha256)",
+        """
+        CREATE TABLE verdicts (
+            prediction_id TEXT PRIMARY KEY REFERENCES predictions (id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('right', 'wrong', 'unsure')),
+            label TEXT,
+            created REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX verdicts_user_id ON verdicts (user_id)",
+        "CREATE INDEX verdicts_created ON verdicts (created)",
+        """
+        CREATE TABLE pending_labels (
+            chat_id INTEGER NOT NULL,
+            user_id INTEGER NOT NULL,
+            prediction_id TEXT NOT NULL REFERENCES predictions (id) ON DELETE CASCADE,
+            created REAL NOT NULL,
+            PRIMARY KEY (chat_id, user_id)
+        )
+        """,
+        "CREATE INDEX pending_labels_user_id ON pending_labels (user_id)",
+        "CREATE INDEX pending_labels_prediction_id ON pending_labels (prediction_id)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to `SCHEMA_VERSION`, one transaction per step; returns the version."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise FeedbackError(
+            f"the feedback database has schema version {version}, newer than this code "
+            f"understands ({SCHEMA_VERSION}); upgrade Verdict"
+        )
+    while version < SCHEMA_VERSION:
+        with _transaction(conn):
+            # Read again under the write lock: another process may have migrated meanwhile.
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version >= SCHEMA_VERSION:
+                break
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+            conn.execute(f"PRAGMA user_version = {version}")
+        logger.info("Feedback database migrated to schema version %r", version)
+    return version
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so read-then-write sequences cannot interleave
+    # with another writer; DEFERRED is used for consistent multi-statement reads.
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# The one place rows become records: every query selects these columns under these names.
+_PREDICTION_COLUMNS = (
+    "p.id, p.chat_id, p.user_id, p.message_id, p.reply_message_id, p.file_id, "
+    "p.file_unique_id, p.model, p.scores, p.created, p.image_sha256, p.uncertain"
+)
+_VERDICT_COLUMNS = (
+    "v.prediction_id AS v_prediction_id, v.user_id AS v_user_id, v.kind AS v_kind, "
+    "v.label AS v_label, v.created AS v_created"
+)
+
+
+def _scores_to_json(scores: Iterable[LabelScore]) -> str:
+    return json.dumps([[s.label, s.probability] for s in scores], ensure_ascii=False)
+
+
+def _prediction_from_row(row: sqlite3.Row) -> PredictionRecord:
+    reply = row["reply_message_id"]
+    sha = row["image_sha256"]
+    return PredictionRecord(
+        id=str(row["id"]),
+        chat_id=int(row["chat_id"]),
+        user_id=int(row["user_id"]),
+        message_id=int(row["message_id"]),
+        reply_message_id=None if reply is None else int(reply),
+        file_id=str(row["file_id"]),
+        file_unique_id=str(row["file_unique_id"]),
+        model=str(row["model"]),
+        scores=tuple(
+            LabelScore(str(label), float(probability))
+            for label, probability in json.loads(row["scores"])
+        ),
+        created=float(row["created"]),
+        image_sha256=None if sha is None else str(sha),
+        uncertain=bool(row["uncertain"]),
+    )
+
+
+def _verdict_from_row(row: sqlite3.Row) -> VerdictRecord:
+    label = row["v_label"]
+    return VerdictRecord(
+        prediction_id=str(row["v_prediction_id"]),
+        user_id=int(row["v_user_id"]),
+        kind=_check_kind(str(row["v_kind"])),
+        label=None if label is None else str(label),
+        created=float(row["v_created"]),
+    )
+
+
+_KIND_BY_NAME: dict[str, VerdictKind] = {kind: kind for kind in VERDICT_KINDS}
+
+
+def _check_kind(kind: str) -> VerdictKind:
+    checked = _KIND_BY_NAME.get(kind)
+    if checked is None:
+        raise InvalidVerdict(f"unknown verdict kind {kind!r}; expected one of {VERDICT_KINDS}")
+    return checked
+
+
+def normalize_label(label: str) -> str:
+    """A typed label cleaned up: whitespace runs become one space; refuses empty or bad labels."""
+    # Collapsing whitespace also removes newlines and tabs, which would garble the manifest.
+    text = " ".join(label.split())
+    if not text:
+        raise InvalidVerdict("the label is empty")
+    if len(text) > MAX_LABEL_LENGTH:
+        raise InvalidVerdict(f"the label is longer than {MAX_LABEL_LENGTH} characters")
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise InvalidVerdict("the label contains control characters")
+    return text
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes a rename durable: without it a power cut can forget that the file was ever created.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FeedbackStore:
+    """The feedback log over one SQLite connection; synchronous, for use from one thread."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        root: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        pending_ttl_s: float = DEFAULT_PENDING_TTL_S,
+    ) -> None:
+        self._conn = conn
+        self._root = root
+        self._images = root / "images"
+        self._clock = clock
+        self._pending_ttl_s = pending_ttl_s
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        pending_ttl_s: float = DEFAULT_PENDING_TTL_S,
+        create: bool = True,
+    ) -> FeedbackStore:
+        """Open (with `create`, create) the database under `data_dir` and migrate its schema."""
+        root = feedback_dir(data_dir)
+        path = database_path(data_dir)
+        if create:
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None)
+        else:
+            if not path.is_file():
+                raise MissingDatabase(f"no feedback database at {path}")
+            # mode=rw: a reader must never create an empty database where it expected one.
+            uri = f"{path.resolve().as_uri()}?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            # Wait for another process's write instead of failing at once with "locked".
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            if mode.lower() != "wal":
+                logger.warning("SQLite refused WAL mode for %r; using %r", str(path), mode)
+            # A verdict acknowledged to the user must survive the process being killed, and
+            # the machine losing power, right after: FULL syncs the WAL on every commit.
+            conn.execute("PRAGMA synchronous = FULL")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        store = cls(conn, root, clock=clock, pending_ttl_s=pending_ttl_s)
+        if create:
+            store.sweep_orphans()
+        return store
+
+    def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL when the last one closes)."""
+        self._conn.close()
+
+    @property
+    def images_dir(self) -> Path:
+        """The root of the content-addressed image store."""
+        return self._images
+
+    def image_path(self, sha256: str, ext: str) -> Path:
+        """Where the image with this hash and extension is stored."""
+        return self._images / sha256[:2] / f"{sha256}.{ext}"
+
+    # -- predictions ------------------------------------------------------------------------
+
+    def record_prediction(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        message_id: int,
+        file_id: str,
+        file_unique_id: str,
+        prediction: Prediction,
+        uncertain: bool,
+        image: bytes | None,
+    ) -> PredictionRecord:
+        """Store a prediction (and its image, when given) before the reply is sent."""
+        if not prediction.scores:
+            raise ValueError("a prediction needs at least one label score")
+        conn = self._conn
+        with _transaction(conn):
+            created = self._clock()
+            sha = self._store_image(image, created) if image else None
+            prediction_id = self._new_prediction_id()
+            conn.execute(
+                "INSERT INTO predictions (id, chat_id, user_id, message_id, reply_message_id,"
+                " file_id, file_unique_id, model, scores, created, image_sha256, uncertain)"
+                " VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    prediction_id,
+                    chat_id,
+                    user_id,
+                    message_id,
+                    file_id,
+                    file_unique_id,
+                    prediction.model,
+                    _scores_to_json(prediction.scores),
+                    created,
+                    sha,
+                    int(uncertain),
+                ),
+            )
+        return PredictionRecord(
+            id=prediction_id,
+            chat_id=chat_id,
+            user_id=user_id,
+            message_id=message_id,
+            reply_message_id=None,
+            file_id=file_id,
+            file_unique_id=file_unique_id,
+            model=prediction.model,
+            scores=tuple(prediction.scores),
+            created=created,
+            image_sha256=sha,
+            uncertain=uncertain,
+        )
+
+    def _new_prediction_id(self) -> str:
+        # 8 random bytes → 11 URL-safe characters: "v:<id>:w" stays far below Telegram's 64-byte
+        # callback_data limit, and ids cannot be guessed to press someone else's buttons.
+        while True:
+            candidate = secrets.token_urlsafe(8)
+            if not self._conn.execute(
+                "SELECT 1 FROM predictions WHERE id = ?", (candidate,)
+            ).fetchone():
+                return candidate
+
+    def set_reply_message(self, prediction_id: str, reply_message_id: int) -> None:
+        """Remember which bot message answered the prediction (no-op if it is gone)."""
+        with _transaction(self._conn):
+            cursor = self._conn.execute(
+                "UPDATE predictions SET reply_message_id = ? WHERE id = ?",
+                (reply_message_id, prediction_id),
+            )
+        if cursor.rowcount == 0:
+            # The user may have run /forget between the prediction and the reply.
+            logger.debug("No prediction %r to attach reply %r to", prediction_id, reply_message_id)
+
+    def get_prediction(self, prediction_id: str) -> PredictionRecord | None:
+        """The prediction with this id, or None for an unknown or forged id."""
+        return self._prediction(prediction_id)
+
+    def _prediction(self, prediction_id: str) -> PredictionRecord | None:
+        row = self._conn.execute(
+            f"SELECT {_PREDICTION_COLUMNS} FROM predictions p WHERE p.id = ?", (prediction_id,)
+        ).fetchone()
+        return None if row is None else _prediction_from_row(row)
+
+    def has_image(self, prediction_id: str) -> bool:
+        """Whether the prediction's image is in the store (its file included)."""
+        path = self._prediction_image_path(prediction_id)
+        return path is not None and path.is_file()
+
+    def _prediction_image_path(self, prediction_id: str) -> Path | None:
+        row = self._conn.execute(
+            "SELECT i.sha256, i.ext FROM predictions p JOIN images i ON i.sha256 = p.image_sha256"
+            " WHERE p.id = ?",
+            (prediction_id,),
+        ).fetchone()
+        return None if row is None else self.image_path(str(row[0]), str(row[1]))
+
+    # -- verdicts ---------------------------------------------------------------------------
+
+    def get_verdict(self, prediction_id: str) -> VerdictRecord | None:
+        """The verdict on this prediction, if any."""
+        row = self._conn.execute(
+            f"SELECT {_VERDICT_COLUMNS} FROM verdicts v WHERE v.prediction_id = ?",
+            (prediction_id,),
+        ).fetchone()
+        return None if row is None else _verdict_from_row(row)
+
+    def record_verdict(
+        self,
+        prediction_id: str,
+        *,
+        user_id: int,
+        kind: str,
+        label: str | None,
+        image: bytes | None = None,
+    ) -> VerdictOutcome:
+        """Store the one verdict a prediction may get; a later call returns the first one.
+
+        `label`: required for "wrong" (the corrected label); for "right" None or the predicted
+        label (the predicted label is stored); None for "unsure". `image`: the disputed image,
+        stored and linked to the prediction unless it already has one on disk.
+        """
+        verdict_kind = _check_kind(kind)
+        if verdict_kind == "wrong":
+            if label is None:
+                raise InvalidVerdict('a "wrong" verdict needs the correct label')
+            label = normalize_label(label)
+        elif verdict_kind == "unsure" and label is not None:
+            raise InvalidVerdict('an "unsure" verdict has no label')
+        conn = self._conn
+        with _transaction(conn):
+            prediction = self._prediction(prediction_id)
+            if prediction is None:
+                raise UnknownPrediction(prediction_id)
+            if verdict_kind == "right":
+                if label is not None and label != prediction.top.label:
+                    raise InvalidVerdict('a "right" verdict confirms the predicted label')
+                label = prediction.top.label
+            existing = self.get_verdict(prediction_id)
+            if existing is not None:
+                return VerdictOutcome(recorded=False, verdict=existing)
+            created = self._clock()
+            replaced: list[Path] = []
+            if image and not self.has_image(prediction_id):
+                sha = self._store_image(image, created)
+                conn.execute(
+                    "UPDATE predictions SET image_sha256 = ? WHERE id = ?", (sha, prediction_id)
+                )
+                # A link to a file that has gone missing is replaced; drop its row if now unused.
+                if prediction.image_sha256 not in (None, sha):
+                    replaced = self._drop_unreferenced_images([prediction.image_sha256])
+            # The primary key makes a second verdict impossible even from another process;
+            # DO NOTHING turns that race into "not recorded" rather than an error.
+            cursor = conn.execute(
+                "INSERT INTO verdicts (prediction_id, user_id, kind, label, created)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (prediction_id) DO NOTHING",
+                (prediction_id, user_id, verdict_kind, label, created),
+            )
+            if cursor.rowcount == 0:
+                existing = self.get_verdict(prediction_id)
+                if existing is not None:
+                    return VerdictOutcome(recorded=False, verdict=existing)
+            conn.execute("DELETE FROM pending_labels WHERE prediction_id = ?", (prediction_id,))
+        self._unlink(replaced)
+        verdict = VerdictRecord(prediction_id, user_id, verdict_kind, label, created)
+        return VerdictOutcome(recorded=True, verdict=verdict)
+
+    # -- pending labels ---------------------------------------------------------------------
+
+    def set_pending_label(self, *, chat_id: int, user_id: int, prediction_id: str) -> None:
+        """The next text this user sends in this chat is the label for this prediction."""
+        with _transaction(self._conn):
+            if self._prediction(prediction_id) is None:
+                raise UnknownPrediction(prediction_id)
+            self._conn.execute(
+                "INSERT INTO pending_labels (chat_id, user_id, prediction_id, created)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (chat_id, user_id) DO UPDATE"
+                " SET prediction_id = excluded.prediction_id, created = excluded.created",
+                (chat_id, user_id, prediction_id, self._clock()),
+            )
+
+    def get_pending_label(self, *, chat_id: int, user_id: int) -> str | None:
+        """The prediction id awaiting a typed label from this user in this chat, if not expired."""
+        row = self._conn.execute(
+            "SELECT prediction_id, created FROM pending_labels WHERE chat_id = ? AND user_id = ?",
+            (chat_id, user_id),
+        ).fetchone()
+        if row is None:
+            return None
+        if float(row["created"]) < self._clock() - self._pending_ttl_s:
+            # Expired: drop it so that a stale question never swallows an ordinary message.
+            with _transaction(self._conn):
+                self._conn.execute(
+                    "DELETE FROM pending_labels WHERE chat_id = ? AND user_id = ? AND created = ?",
+                    (chat_id, user_id, row["created"]),
+                )
+            return None
+        return str(row["prediction_id"])
+
+    def clear_pending_label(self, *, chat_id: int, user_id: int) -> None:
+        """Stop waiting for a typed label from this user in this chat."""
+        with _transaction(self._conn):
+            self._conn.execute(
+                "DELETE FROM pending_labels WHERE chat_id = ? AND user_id = ?", (chat_id, user_id)
+            )
+
+    # -- privacy and retention --------------------------------------------------------------
+
+    def count_user_items(self, user_id: int) -> ForgetSummary:
+        """What `forget_user` would remove, for the confirmation prompt."""
+        with _transaction(self._conn, "DEFERRED"):
+            return self._count_user_items(user_id)
+
+    def _count_user_items(self, user_id: int) -> ForgetSummary:
+        conn = self._conn
+        predictions = conn.execute(
+            "SELECT count(*) FROM predictions WHERE user_id = ?", (user_id,)
+        ).fetchone()[0]
+        # Their verdicts on anyone's predictions, and anyone's verdicts on their predictions.
+        verdicts = conn.execute(
+            "SELECT count(*) FROM verdicts v JOIN predictions p ON p.id = v.prediction_id"
+            " WHERE v.user_id = ? OR p.user_id = ?",
+            (user_id, user_id),
+        ).fetchone()[0]
+        images = conn.execute(
+            "SELECT count(DISTINCT p.image_sha256) FROM predictions p"
+            " WHERE p.user_id = ? AND p.image_sha256 IS NOT NULL AND NOT EXISTS ("
+            "  SELECT 1 FROM predictions o WHERE o.image_sha256 = p.image_sha256"
+            "  AND o.user_id != p.user_id)",
+            (user_id,),
+        ).fetchone()[0]
+        return ForgetSummary(int(predictions), int(verdicts), int(images))
+
+    def forget_user(self, user_id: int) -> ForgetSummary:
+        """Delete the user's predictions, verdicts, pending state and images nobody else uses."""
+        conn = self._conn
+        with _transaction(conn):
+            counted = self._count_user_items(user_id)
+            candidates = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT DISTINCT image_sha256 FROM predictions"
+                    " WHERE user_id = ? AND image_sha256 IS NOT NULL",
+                    (user_id,),
+                )
+            ]
+            conn.execute("DELETE FROM verdicts WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM pending_labels WHERE user_id = ?", (user_id,))
+            # Cascades to other users' verdicts and pending labels on these predictions.
+            conn.execute("DELETE FROM predictions WHERE user_id = ?", (user_id,))
+            removed = self._drop_unreferenced_images(candidates)
+        self._unlink(removed)
+        logger.info(
+            "Forgot user %r: %r predictions, %r verdicts, %r images",
+            user_id,
+            counted.predictions,
+            counted.verdicts,
+            len(removed),
+        )
+        return ForgetSummary(counted.predictions, counted.verdicts, len(removed))
+
+    def prune(self, *, older_than_s: float) -> int:
+        """Delete undisputed predictions older than `older_than_s` and their unused images."""
+        if older_than_s < 0:
+            raise ValueError("older_than_s must not be negative")
+        conn = self._conn
+        undisputed = (
+            "created < ? AND NOT EXISTS (SELECT 1 FROM verdicts v"
+            " WHERE v.prediction_id = predictions.id AND v.kind IN ('wrong', 'unsure'))"
+        )
+        with _transaction(conn):
+            cutoff = self._clock() - older_than_s
+            candidates = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT DISTINCT image_sha256 FROM predictions"
+                    f" WHERE image_sha256 IS NOT NULL AND {undisputed}",
+                    (cutoff,),
+                )
+            ]
+            deleted = conn.execute(f"DELETE FROM predictions WHERE {undisputed}", (cutoff,))
+            removed = self._drop_unreferenced_images(candidates)
+        self._unlink(removed)
+        if deleted.rowcount:
+            logger.info(
+                "Pruned %r predictions and %r images older than %r s",
+                deleted.rowcount,
+                len(removed),
+                older_than_s,
+            )
+        return deleted.rowcount
+
+    def stats(self) -> dict[str, int]:
+        """Counts of predictions, verdicts by kind, stored images and pending labels."""
+        conn = self._conn
+        with _transaction(conn, "DEFERRED"):
+            predictions, uncertain = conn.execute(
+                "SELECT count(*), coalesce(sum(uncertain), 0) FROM predictions"
+            ).fetchone()
+            by_kind = dict(
+                conn.execute("SELECT kind, count(*) FROM verdicts GROUP BY kind").fetchall()
+            )
+            images, image_bytes = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM images"
+            ).fetchone()
+            pending = conn.execute("SELECT count(*) FROM pending_labels").fetchone()[0]
+        result = {
+            "predictions": int(predictions),
+            "uncertain": int(uncertain),
+            "verdicts": sum(int(n) for n in by_kind.values()),
+        }
+        for kind in VERDICT_KINDS:
+            result[f"verdicts_{kind}"] = int(by_kind.get(kind, 0))
+        result["images"] = int(images)
+        result["image_bytes"] = int(image_bytes)
+        result["pending_labels"] = int(pending)
+        return result
+
+    # -- reading for training ---------------------------------------------------------------
+
+    def entries(self) -> list[FeedbackEntry]:
+        """Every verdict with its prediction and image location, oldest verdict first."""
+        rows = self._conn.execute(
+            f"SELECT {_PREDICTION_COLUMNS}, {_VERDICT_COLUMNS}, i.ext AS image_ext"
+            " FROM verdicts v JOIN predictions p ON p.id = v.prediction_id"
+            " LEFT JOIN images i ON i.sha256 = p.image_sha256"
+            " ORDER BY v.created, v.prediction_id"
+        ).fetchall()
+        entries = []
+        for row in rows:
+            prediction = _prediction_from_row(row)
+            sha, ext = prediction.image_sha256, row["image_ext"]
+            path = None if sha is None or ext is None else self.image_path(sha, str(ext))
+            entries.append(FeedbackEntry(prediction, _verdict_from_row(row), path))
+        return entries
+
+    # -- the image store --------------------------------------------------------------------
+
+    def _store_image(self, data: bytes, now: float) -> str:
+        """Write `data` to the content-addressed store and register it; returns its sha256.
+
+        Call inside a write transaction: the file is on disk before any row can point at it.
+        """
+        sha = hashlib.sha256(data).hexdigest()
+        ext = image_extension(data)
+        path = self.image_path(sha, ext)
+        if path.is_file():
+            # Refresh its age so the orphan sweep of another process cannot race this link.
+            os.utime(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                # A crash leaves either no file or the whole file, never half of one.
+                os.replace(temp_name, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp_name)
+                raise
+            _fsync_dir(path.parent)
+        self._conn.execute(
+            "INSERT INTO images (sha256, ext, size, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (sha256) DO NOTHING",
+            (sha, ext, len(data), now),
+        )
+        return sha
+
+    def _drop_unreferenced_images(self, candidates: Iterable[str]) -> list[Path]:
+        """Delete the image rows no prediction references; returns their files to unlink."""
+        removed = []
+        for sha in candidates:
+            row = self._conn.execute(
+                "SELECT ext FROM images i WHERE sha256 = ? AND NOT EXISTS"
+                " (SELECT 1 FROM predictions p WHERE p.image_sha256 = i.sha256)",
+                (sha,),
+            ).fetchone()
+            if row is not None:
+                self._conn.execute("DELETE FROM images WHERE sha256 = ?", (sha,))
+                removed.append(self.image_path(sha, str(row[0])))
+        return removed
+
+    def _unlink(self, paths: Iterable[Path]) -> None:
+        # After the commit: a crash in between leaves an orphan file, which the sweep at the
+        # next open removes, never a row pointing at a deleted file.
+        for path in paths:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                logger.warning("Could not delete image %r", str(path), exc_info=True)
+
+    def sweep_orphans(self, grace_s: float = ORPHAN_GRACE_S) -> int:
+        """Delete store files no row references (left by a crash); returns how many."""
+        known = {
+            (str(sha), str(ext))
+            for sha, ext in self._conn.execute("SELECT sha256, ext FROM images").fetchall()
+        }
+        # File ages are wall-clock times whatever `clock` says.
+        cutoff = time.time() - grace_s
+        removed = 0
+        for folder in self._images.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                name = path.name
+                sha, _, ext = name.partition(".")
+                ours = (name.startswith(".") and name.endswith(".tmp")) or (
+                    _SHA256.fullmatch(sha) is not None and (sha, ext) not in known
+                )
+                try:
+                    if ours and path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    logger.warning("Could not sweep %r", str(path), exc_info=True)
+        if removed:
+            logger.info("Removed %r orphaned files from the image store", removed)
+        return removed
+
+
+class SqliteFeedbackLog:
+    """The feedback log in SQLite; all disk work runs on one thread owned by this object."""
+
+    def __init__(self, store: FeedbackStore, executor: ThreadPoolExecutor) -> None:
+        # Use `await SqliteFeedbackLog.open(...)`: the store must be opened on `executor`.
+        self._store = store
+        self._executor = executor
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        pending_ttl_s: float = DEFAULT_PENDING_TTL_S,
+    ) -> SqliteFeedbackLog:
+        """Open (creating if needed) the feedback log under `data_dir`."""
+        # One thread owns the connection: SQLite connections are not for sharing between
+        # threads, and a single writer keeps every transaction strictly ordered.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback-log")
+        loop = asyncio.get_running_loop()
+        try:
+            store = await loop.run_in_executor(
+                executor,
+                functools.partial(
+                    FeedbackStore.open, data_dir, clock=clock, pending_ttl_s=pending_ttl_s
+                ),
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(store, executor)
+
+    async def _call(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._closed:
+            raise FeedbackLogClosed("the feedback log is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+
+    async def record_prediction(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        message_id: int,
+        file_id: str,
+        file_unique_id: str,
+        prediction: Prediction,
+        uncertain: bool,
+        image: bytes | None,
+    ) -> PredictionRecord:
+        """Store a prediction (and its image, when given) before the reply is sent."""
+        return await self._call(
+            self._store.record_prediction,
+            chat_id=chat_id,
+            user_id=user_id,
+            message_id=message_id,
+            file_id=file_id,
+            file_unique_id=file_unique_id,
+            prediction=prediction,
+            uncertain=uncertain,
+            image=image,
+        )
+
+    async def set_reply_message(self, prediction_id: str, reply_message_id: int) -> None:
+        """Remember which bot message answered the prediction (no-op if it is gone)."""
+        await self._call(self._store.set_reply_message, prediction_id, reply_message_id)
+
+    async def get_prediction(self, prediction_id: str) -> PredictionRecord | None:
+        """The prediction with this id, or None for an unknown or forged id."""
+        return await self._call(self._store.get_prediction, prediction_id)
+
+    async def get_verdict(self, prediction_id: str) -> VerdictRecord | None:
+        """The verdict on this prediction, if any."""
+        return await self._call(self._store.get_verdict, prediction_id)
+
+    async def record_verdict(
+        self,
+        prediction_id: str,
+        *,
+        user_id: int,
+        kind: str,
+        label: str | None,
+        image: bytes | None = None,
+    ) -> VerdictOutcome:
+        """Store the one verdict a prediction may get; a later call returns the first one."""
+        return await self._call(
+            self._store.record_verdict,
+            prediction_id,
+            user_id=user_id,
+            kind=kind,
+            label=label,
+            image=image,
+        )
+
+    async def has_image(self, prediction_id: str) -> bool:
+        """Whether the prediction's image is in the store."""
+        return await self._call(self._store.has_image, prediction_id)
+
+    async def set_pending_label(self, *, chat_id: int, user_id: int, prediction_id: str) -> None:
+        """The next text this user sends in this chat is the label for this prediction."""
+        await self._call(
+            self._store.set_pending_label,
+            chat_id=chat_id,
+            user_id=user_id,
+            prediction_id=prediction_id,
+        )
+
+    async def get_pending_label(self, *, chat_id: int, user_id: int) -> str | None:
+        """The prediction id awaiting a typed label from this user in this chat, if not expired."""
+        return await self._call(self._store.get_pending_label, chat_id=chat_id, user_id=user_id)
+
+    async def clear_pending_label(self, *, chat_id: int, user_id: int) -> None:
+        """Stop waiting for a typed label from this user in this chat."""
+        await self._call(self._store.clear_pending_label, chat_id=chat_id, user_id=user_id)
+
+    async def count_user_items(self, user_id: int) -> ForgetSummary:
+        """What `forget_user` would remove, for the confirmation prompt."""
+        return await self._call(self._store.count_user_items, user_id)
+
+    async def forget_user(self, user_id: int) -> ForgetSummary:
+        """Delete the user's predictions, verdicts, pending state and images nobody else uses."""
+        return await self._call(self._store.forget_user, user_id)
+
+    async def prune(self, *, older_than_s: float) -> int:
+        """Delete undisputed predictions older than `older_than_s`; returns how many."""
+        return await self._call(self._store.prune, older_than_s=older_than_s)
+
+    async def stats(self) -> dict[str, int]:
+        """Counts of predictions, verdicts by kind, stored images and pending labels."""
+        return await self._call(self._store.stats)
+
+    async def close(self) -> None:
+        """Finish queued work, then close the database; later calls raise `FeedbackLogClosed`."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        # Queued behind every call already submitted, so none of them is cut off.
+        await loop.run_in_executor(self._executor, self._store.close)
+        self._executor.shutdown(wait=False)
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the SQLite log satisfies the protocol the bot is written against.
+    def _conforms(log: SqliteFeedbackLog) -> FeedbackLog:
+        return log

@@ -1,0 +1,50 @@
+"""The bot under load: 'busy' instead of piling up, and SIGTERM answers what is in flight."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests import images
+from tests.botharness import start_bot
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_a_full_queue_answers_busy_and_the_bot_recovers(tmp_path: Path) -> None:
+    """One worker, a queue of one: a burst of 16 photos gets some 'busy' replies, none lost."""
+    bot = start_bot(tmp_path, {"WORKERS": "1", "MAX_BATCH": "1", "QUEUE_SIZE": "1"})
+    try:
+        photo = images.coffee_jpeg()
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda n: bot.send_photo(photo, user_id=500 + n), range(16)))
+        texts = [a["replies"][0]["text"] for a in answers if a["replies"]]
+        assert len(texts) == 16, answers
+        busy = [t for t in texts if "busy" in t]
+        labelled = [t for t in texts if t.startswith("espresso — ")]
+        assert busy and labelled and len(busy) + len(labelled) == 16, texts
+        # Once the burst is over, the next photo is answered normally.
+        assert bot.send_photo(photo)["replies"][0]["text"].startswith("espresso — ")
+    finally:
+        assert bot.stop() == 0
+
+
+def test_sigterm_answers_photos_in_flight_then_exits_zero(tmp_path: Path) -> None:
+    """`docker compose stop` sends SIGTERM: photos already received still get their answer."""
+    bot = start_bot(tmp_path, {"WORKERS": "1"})
+    photo = images.encode(images.coffee().resize((1200, 800)), "JPEG")
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(bot.send_photo, photo, user_id=600 + n) for n in range(6)]
+        deadline = time.monotonic() + 30
+        while len(bot.calls("sendChatAction")) < 6 and time.monotonic() < deadline:
+            time.sleep(0.005)  # every handler has started: the photos are in flight
+        assert len(bot.calls("sendChatAction")) >= 6
+        status = bot.stop_process()
+        answers = [f.result() for f in futures]
+    bot.stop()
+    assert status == 0, bot.log()
+    texts = [a["replies"][0]["text"] if a["replies"] else None for a in answers]
+    assert all(t is not None and t.startswith("espresso — ") for t in texts), texts

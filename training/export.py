@@ -1,0 +1,209 @@
+"""Export the feedback log as image folders named by label, plus a manifest of every verdict.
+
+The layout is what fastai's `get_image_files` + `parent_label` read: ``OUT/<label>/<sha256>.<ext>``
+for every disputed image ("wrong": the corrected label) and every kept image users confirmed
+("right": the predicted label), and ``OUT/manifest.csv`` listing all verdicts, "not sure" ones
+included. Nothing here imports torch or fastai.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import shutil
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from model.feedback import FeedbackEntry, FeedbackStore, MissingDatabase, database_path
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_COLUMNS = (
+    "image",
+    "predicted",
+    "corrected",
+    "confidence",
+    "model_version",
+    "time",
+    "verdict",
+)
+MAX_FOLDER_NAME = 120
+# Characters no folder name may hold: separators on any system, and what Windows refuses (an
+# export is zipped and may be unpacked anywhere).
+_UNSAFE_CHARACTERS = frozenset('/\\<>:"|?*')
+_WINDOWS_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul"]
+    + [f"com{n}" for n in range(1, 10)]
+    + [f"lpt{n}" for n in range(1, 10)]
+)
+
+
+class ExportError(Exception):
+    """The export cannot be made (no database, output folder not empty, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    """What an export wrote."""
+
+    out_dir: Path
+    images: int
+    labels: int
+    not_sure: int
+    missing: int
+    rows: int
+
+    def describe(self) -> str:
+        """One line for people."""
+        return (
+            f"Exported {self.images} images in {self.labels} labels to {self.out_dir} "
+            f"({self.not_sure} not sure, {self.missing} missing; "
+            f"{self.rows} verdicts in {MANIFEST_NAME})"
+        )
+
+
+def folder_names(labels: set[str]) -> dict[str, str]:
+    """A safe, distinct folder name for each label.
+
+    A label keeps its own name when that is safe; otherwise (or when two labels would share a
+    folder, even only on a case-insensitive file system) a short hash of the label is appended.
+    """
+    safe = {label: _sanitize(label) for label in labels}
+    by_key: dict[str, list[str]] = {}
+    for label, name in safe.items():
+        by_key.setdefault(name.casefold(), []).append(label)
+    names = {}
+    for label, name in safe.items():
+        clash = len(by_key[name.casefold()]) > 1
+        reserved = name.casefold() == MANIFEST_NAME or name.split(".")[0].casefold() in (
+            _WINDOWS_RESERVED
+        )
+        if name != label or clash or reserved:
+            digest = hashlib.sha256(label.encode("utf-8")).hexdigest()[:8]
+            name = f"{name}-{digest}"
+        names[label] = name
+    return names
+
+
+def _sanitize(label: str) -> str:
+    text = unicodedata.normalize("NFC", label)
+    text = "".join(
+        "_" if char in _UNSAFE_CHARACTERS or unicodedata.category(char) == "Cc" else char
+        for char in text
+    )
+    text = " ".join(text.split())
+    # No hidden folders ('.', '..', '.git'), no names Windows trims ('a.' or 'a ').
+    text = text.lstrip(". ").rstrip(". ")
+    return text[:MAX_FOLDER_NAME] or "_"
+
+
+def export_feedback(data_dir: Path, out_dir: Path) -> ExportSummary:
+    """Write the labelled images and the manifest of the feedback log under `data_dir`."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir} is not empty; choose a new or empty folder")
+    try:
+        store = FeedbackStore.open(data_dir, create=False)
+    except MissingDatabase:
+        raise ExportError(
+            f"no feedback database at {database_path(data_dir)}; the bot creates it when it "
+            "starts (is --data-dir or DATA_DIR right?)"
+        ) from None
+    try:
+        entries = store.entries()
+    finally:
+        store.close()
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside OUT_DIR and renamed into place: a failed export leaves nothing half-written.
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
+    )
+    try:
+        summary = _write(entries, staging)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, as checked above; rmdir refuses anything else
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportSummary(out_dir, *summary)
+
+
+def _write(entries: list[FeedbackEntry], root: Path) -> tuple[int, int, int, int, int]:
+    # Only labels that may get a folder take part in naming, so names do not depend on rows
+    # that never reach the folders.
+    names = folder_names(
+        {
+            entry.verdict.label
+            for entry in entries
+            if entry.verdict.kind in ("right", "wrong")
+            and entry.verdict.label is not None
+            and entry.image_path is not None
+        }
+    )
+    written: set[Path] = set()
+    used_folders: set[str] = set()
+    not_sure = missing = 0
+    rows = []
+    for entry in entries:
+        prediction, verdict = entry.prediction, entry.verdict
+        image = ""
+        if verdict.kind == "unsure":
+            not_sure += 1
+        elif verdict.label is not None and (verdict.kind == "wrong" or entry.image_path):
+            # "right" verdicts without a kept image are manifest rows only, not missing ones.
+            folder = names.get(verdict.label)
+            target = None if folder is None else _copy(entry, root / folder, written)
+            if folder is None or target is None:
+                missing += 1
+            else:
+                used_folders.add(folder)
+                image = target.relative_to(root).as_posix()
+        rows.append(
+            {
+                "image": image,
+                "predicted": prediction.top.label,
+                "corrected": verdict.label if verdict.kind == "wrong" else "",
+                "confidence": f"{prediction.top.probability:.4f}",
+                "model_version": prediction.model,
+                "time": datetime.fromtimestamp(verdict.created, UTC).isoformat(timespec="seconds"),
+                "verdict": verdict.kind,
+            }
+        )
+    with open(root / MANIFEST_NAME, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(written), len(used_folders), not_sure, missing, len(rows)
+
+
+def _copy(entry: FeedbackEntry, folder: Path, written: set[Path]) -> Path | None:
+    """Copy the entry's image into `folder`; None when it is not in the store (or damaged)."""
+    source, sha = entry.image_path, entry.prediction.image_sha256
+    if source is None or sha is None:
+        logger.warning("No image kept for prediction %r", entry.prediction.id)
+        return None
+    target = folder / source.name
+    if target in written:
+        return target
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        logger.warning("Image %r of prediction %r is missing", str(source), entry.prediction.id)
+        return None
+    # Content-addressed: the name is the hash, so a damaged file shows itself here.
+    if hashlib.sha256(data).hexdigest() != sha:
+        logger.warning("Image %r does not match its hash; skipped", str(source))
+        return None
+    folder.mkdir(exist_ok=True)
+    with open(target, "xb") as file:
+        file.write(data)
+    written.add(target)
+    return target
