@@ -18,6 +18,9 @@ from model.types import ClassifierBusy, ClassifierError, ClassifierUnavailable, 
 logger = logging.getLogger(__name__)
 
 TYPING_REFRESH_S = 4.5  # Telegram shows "typing…" for about 5 s per chat action
+# Most photos are answered faster than this: showing "typing…" for them would only flash,
+# and cost a Bot API call per photo against Telegram's rate limits.
+TYPING_DELAY_S = 0.25
 
 
 async def on_photo(update: Update, context: Ctx) -> None:
@@ -97,6 +100,7 @@ async def _typing(message: Message) -> AsyncIterator[None]:
     """Show "typing…" in the chat until the block ends."""
 
     async def keep_typing() -> None:
+        await asyncio.sleep(TYPING_DELAY_S)
         while True:
             with contextlib.suppress(TelegramError):
                 await message.get_bot().send_chat_action(message.chat_id, ChatAction.TYPING)

@@ -57,6 +57,12 @@ def preload() -> None:
         import fastai.vision.all  # noqa: F401
         import timm  # noqa: F401
         import torch  # noqa: F401
+    import gc
+
+    # Keep the collector off these objects in forked workers: walking them would write to
+    # (and so copy) the pages the workers share with this process.
+    gc.collect()
+    gc.freeze()
 
 
 def load(path: Path) -> Any:
@@ -93,6 +99,8 @@ class Engine:
         # The validation pipelines (split_idx=1): deterministic resize/crop, then normalise.
         self.after_item = self.learn.dls.valid.after_item
         self.after_batch = self.learn.dls.valid.after_batch
+        # An exported learner's pipelines lose their split; without it Resize crops at random.
+        self.after_item.split_idx = self.after_batch.split_idx = 1
         self.fast = True
 
     def warm_up(self) -> None:

@@ -41,12 +41,6 @@ def test_coffee_photo_is_espresso(bot: RunningBot) -> None:
     assert re.fullmatch(r"espresso — \d+%", reply["text"]), reply["text"]
 
 
-def test_typing_is_shown_while_it_works(bot: RunningBot) -> None:
-    bot.send_photo(images.chelsea_jpeg(), user_id=4242)
-    actions = [c["params"] for c in bot.calls("sendChatAction")]
-    assert any(str(a.get("chat_id")) == "4242" and a.get("action") == "typing" for a in actions)
-
-
 def test_chelsea_photo_is_a_cat(bot: RunningBot) -> None:
     text = only_reply(bot.send_photo(images.chelsea_jpeg()))["text"]
     assert any(cat in text for cat in CATS), text

@@ -33,18 +33,24 @@ def test_a_full_queue_answers_busy_and_the_bot_recovers(tmp_path: Path) -> None:
 
 
 def test_sigterm_answers_photos_in_flight_then_exits_zero(tmp_path: Path) -> None:
-    """`docker compose stop` sends SIGTERM: photos already received still get their answer."""
+    """`docker compose stop` sends SIGTERM: photos already received still get their answer.
+
+    Ten large photos on one worker take a while: the later ones wait long enough for the
+    chat to show "typing…".
+    """
     bot = start_bot(tmp_path, {"WORKERS": "1"})
     photo = images.encode(images.coffee().resize((1200, 800)), "JPEG")
-    with ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(bot.send_photo, photo, user_id=600 + n) for n in range(6)]
+    with ThreadPoolExecutor(10) as pool:
+        futures = [pool.submit(bot.send_photo, photo, user_id=600 + n) for n in range(10)]
         deadline = time.monotonic() + 30
-        while len(bot.calls("sendChatAction")) < 6 and time.monotonic() < deadline:
-            time.sleep(0.005)  # every handler has started: the photos are in flight
-        assert len(bot.calls("sendChatAction")) >= 6
+        while len(bot.calls("getFile")) < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)  # every handler is fetching its photo: all ten are in flight
+        assert len(bot.calls("getFile")) >= 10
         status = bot.stop_process()
         answers = [f.result() for f in futures]
+    typing = [c["params"] for c in bot.calls("sendChatAction")]
     bot.stop()
     assert status == 0, bot.log()
     texts = [a["replies"][0]["text"] if a["replies"] else None for a in answers]
     assert all(t is not None and t.startswith("espresso — ") for t in texts), texts
+    assert typing and all(t.get("action") == "typing" for t in typing)

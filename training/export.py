@@ -12,13 +12,21 @@ import csv
 import hashlib
 import logging
 import shutil
+import sqlite3
 import tempfile
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model.feedback import FeedbackEntry, FeedbackStore, MissingDatabase, database_path
+from model.feedback import (
+    FeedbackEntry,
+    FeedbackError,
+    FeedbackStore,
+    MissingDatabase,
+    database_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,21 +81,24 @@ def folder_names(labels: set[str]) -> dict[str, str]:
     A label keeps its own name when that is safe; otherwise (or when two labels would share a
     folder, even only on a case-insensitive file system) a short hash of the label is appended.
     """
-    safe = {label: _sanitize(label) for label in labels}
-    by_key: dict[str, list[str]] = {}
-    for label, name in safe.items():
-        by_key.setdefault(name.casefold(), []).append(label)
     names = {}
-    for label, name in safe.items():
-        clash = len(by_key[name.casefold()]) > 1
-        reserved = name.casefold() == MANIFEST_NAME or name.split(".")[0].casefold() in (
-            _WINDOWS_RESERVED
+    for label in labels:
+        name = _sanitize(label)
+        reserved = name.casefold() == MANIFEST_NAME or (
+            name.split(".")[0].casefold() in _WINDOWS_RESERVED
         )
-        if name != label or clash or reserved:
-            digest = hashlib.sha256(label.encode("utf-8")).hexdigest()[:8]
-            name = f"{name}-{digest}"
-        names[label] = name
+        names[label] = _with_hash(name, label) if name != label or reserved else name
+    # Labels left as they are can still meet: "Latte" and "latte" on a case-insensitive file
+    # system, or "a_b-<hash>" typed literally next to "a/b"; both sides then get a hash.
+    counts = Counter(name.casefold() for name in names.values())
+    for label, name in names.items():
+        if counts[name.casefold()] > 1 and name == label:
+            names[label] = _with_hash(name, label)
     return names
+
+
+def _with_hash(name: str, label: str) -> str:
+    return f"{name}-{hashlib.sha256(label.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _sanitize(label: str) -> str:
@@ -108,31 +119,37 @@ def export_feedback(data_dir: Path, out_dir: Path) -> ExportSummary:
         raise ExportError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise ExportError(f"{out_dir} is not empty; choose a new or empty folder")
+    path = database_path(data_dir)
     try:
         store = FeedbackStore.open(data_dir, create=False)
+        try:
+            entries = store.entries()
+        finally:
+            store.close()
     except MissingDatabase:
         raise ExportError(
-            f"no feedback database at {database_path(data_dir)}; the bot creates it when it "
-            "starts (is --data-dir or DATA_DIR right?)"
+            f"no feedback database at {path}; the bot creates it when it starts "
+            "(is --data-dir or DATA_DIR right?)"
         ) from None
-    try:
-        entries = store.entries()
-    finally:
-        store.close()
+    except (FeedbackError, sqlite3.Error) as exc:
+        raise ExportError(f"cannot read the feedback database at {path}: {exc}") from exc
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside OUT_DIR and renamed into place: a failed export leaves nothing half-written.
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
-    )
     try:
-        summary = _write(entries, staging)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, as checked above; rmdir refuses anything else
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Built beside OUT_DIR and renamed into place: a failed export leaves nothing behind.
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
+        )
+        try:
+            summary = _write(entries, staging)
+            if out_dir.exists():
+                out_dir.rmdir()  # empty, as checked above; rmdir refuses anything else
+            staging.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except OSError as exc:
+        raise ExportError(f"could not write the export to {out_dir}: {exc}") from exc
     return ExportSummary(out_dir, *summary)
 
 
