@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -15,6 +16,7 @@ from bot.app import build_application
 from bot.config import ConfigError, Secret, Settings, load_settings
 from bot.context import Services
 from bot.logs import RedactFilter, configure_logging
+from model.feedback import FeedbackLog, SqliteFeedbackLog
 from model.pool import Classifier, PoolConfig
 from model.worker import WorkerConfig
 
@@ -50,14 +52,20 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
 
         token = f"{secrets.randbelow(10**9) + 10**9}:sandbox-{secrets.token_urlsafe(24)}"
         redact.secrets.append(token)
-        sandbox = Sandbox(token)
+        # The chat page can play one admin (chat id == user id): the smallest of ADMIN_IDS.
+        page_admin_id = min(settings.admin_ids) if settings.admin_ids else None
+        sandbox = Sandbox(token, page_admin_id=page_admin_id)
         url = await sandbox.start(settings.sandbox_host, settings.sandbox_port)
         settings = replace(settings, telegram_token=Secret(token), telegram_api_url=url)
         logger.info("no TELEGRAM_TOKEN set: using the local sandbox Bot API at %s", url)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     classifier = build_classifier(settings)
-    application = build_application(Services(settings=settings, classifier=classifier))
+    feedback_log = await SqliteFeedbackLog.open(settings.data_dir)
+    application = build_application(
+        Services(settings=settings, classifier=classifier, feedback=feedback_log)
+    )
+    pruning = asyncio.create_task(_prune_forever(feedback_log, settings.retention_days))
     try:
         logger.info("starting the model worker (the first start exports the default model)")
         await classifier.start()
@@ -72,16 +80,30 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
                 classifier.model_name,
             )
             if sandbox is not None:
-                _print_sandbox_help(sandbox.url)
+                _print_sandbox_help(sandbox.url, settings.sandbox_host)
             await stop.wait()
             logger.info("stopping: no new updates; finishing what is in progress")
             await application.updater.stop()
             await application.stop()
     finally:
+        pruning.cancel()
         await classifier.close()
+        await feedback_log.close()
         if sandbox is not None:
             await sandbox.stop()
     return 0
+
+
+async def _prune_forever(log: FeedbackLog, retention_days: float) -> None:
+    """Apply the retention period at start and then every six hours."""
+    while True:
+        try:
+            removed = await log.prune(older_than_s=retention_days * 86400)
+            if removed:
+                logger.info("retention: removed %d undisputed answer(s)", removed)
+        except Exception:
+            logger.exception("retention pruning failed; trying again later")
+        await asyncio.sleep(6 * 3600)
 
 
 def build_classifier(settings: Settings) -> Classifier:
@@ -136,16 +158,38 @@ def count_gpus() -> int:
         return 0
 
 
-def _print_sandbox_help(url: str) -> None:
+def _print_sandbox_help(url: str, host: str) -> None:
+    from bot.sandbox.server import is_loopback
+
+    lan = ""
+    if not is_loopback(host):
+        port = url.rsplit(":", 1)[1]
+        lan = (
+            f"From a phone on the same network: http://{_lan_address()}:{port} "
+            "(anyone on the network can use the bot)\n"
+        )
     print(
-        "\nVerdict is running against its local sandbox (no TELEGRAM_TOKEN: no Telegram needed).\n"
-        "Send it a photo from another shell and read its answer:\n"
+        f"\nOpen {url} to chat with your bot (sandbox — no Telegram needed)\n{lan}"
+        "\nOr send it a photo from another shell and read its answer:\n"
         f'  curl -s -F photo=@your-photo.jpg "{url}/_sandbox/send?wait=60"\n'
         "Or a command:\n"
         f'  curl -s -d text=/help "{url}/_sandbox/send?wait=10"\n'
         "Stop with Ctrl-C.\n",
         flush=True,
     )
+
+
+def _lan_address() -> str:
+    """This machine's address on its local network, as a phone there would reach it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            # A UDP "connect" sends nothing: it only asks the kernel which source address the
+            # route to a private address would use.
+            probe.connect(("10.255.255.255", 1))
+            address: str = probe.getsockname()[0]
+        except OSError:
+            return "<this machine's address>"
+    return address
 
 
 if __name__ == "__main__":

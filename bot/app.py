@@ -7,13 +7,14 @@ import logging
 from telegram import Update
 from telegram.ext import (
     ApplicationBuilder,
+    CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
     filters,
 )
 
-from bot import commands, photos, replies
+from bot import commands, feedback, photos, replies
 from bot.context import SERVICES_KEY, BotApp, Ctx, Services
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,18 @@ def build_application(services: Services) -> BotApp:
     # Group 0: the first matching handler wins, so specific handlers come before fallbacks.
     application.add_handler(CommandHandler("start", commands.on_start))
     application.add_handler(CommandHandler("help", commands.on_help))
+    application.add_handler(CommandHandler("forget", feedback.on_forget))
+    application.add_handler(CommandHandler("cancel", feedback.on_cancel))
     application.add_handler(MessageHandler(filters.PHOTO, photos.on_photo))
     application.add_handler(MessageHandler(filters.Document.ALL, photos.on_document))
     application.add_handler(MessageHandler(filters.COMMAND, photos.on_unknown_command))
+    application.add_handler(CallbackQueryHandler(feedback.on_verdict_button, pattern=r"^v:"))
+    application.add_handler(CallbackQueryHandler(feedback.on_forget_button, pattern=r"^f:"))
+    application.add_handler(CallbackQueryHandler(feedback.on_unknown_button))
+    # Text is a typed label when one is awaited (after "Something else…"), else a hint.
+    application.add_handler(
+        MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, feedback.on_text)
+    )
     # Anything else a user sends (stickers, videos, voice, text) gets a hint, not silence;
     # edited messages are left alone so that fixing a typo does not trigger a second answer.
     application.add_handler(

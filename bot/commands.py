@@ -13,15 +13,8 @@ async def on_start(update: Update, context: Ctx) -> None:
     message = update.effective_message
     if message is None:
         return
-    services = context.services
     user = update.effective_user
-    await message.reply_text(
-        replies.start_text(
-            user.first_name if user else None,
-            replies.labels_hint(services.classifier.model_name),
-            services.settings.confidence_threshold,
-        )
-    )
+    await message.reply_text(replies.start_text(user.first_name if user else None, _help(context)))
 
 
 async def on_help(update: Update, context: Ctx) -> None:
@@ -29,10 +22,14 @@ async def on_help(update: Update, context: Ctx) -> None:
     message = update.effective_message
     if message is None:
         return
-    services = context.services
-    await message.reply_text(
-        replies.help_text(
-            replies.labels_hint(services.classifier.model_name),
-            services.settings.confidence_threshold,
-        )
+    await message.reply_text(_help(context))
+
+
+def _help(context: Ctx) -> str:
+    settings = context.services.settings
+    return replies.help_text(
+        replies.labels_hint(context.services.classifier.model_name),
+        settings.confidence_threshold,
+        settings.retention_days,
+        settings.keep_uncertain_images,
     )

@@ -55,6 +55,8 @@ class Settings:
     data_dir: Path = Path("data")
     model_path: Path | None = None
     confidence_threshold: float = 0.5
+    keep_uncertain_images: bool = True
+    retention_days: float = 90.0
     top_k: int = 3
     max_image_pixels: int = 50_000_000
     max_download_mb: float = 20.0
@@ -104,6 +106,12 @@ def load_settings(
         model_path=reader.get("MODEL_PATH", _existing_file, None),
         confidence_threshold=reader.get(
             "CONFIDENCE_THRESHOLD", _fraction, defaults.confidence_threshold
+        ),
+        keep_uncertain_images=reader.get(
+            "KEEP_UNCERTAIN_IMAGES", _bool, defaults.keep_uncertain_images
+        ),
+        retention_days=reader.get(
+            "RETENTION_DAYS", _float_between(1, 36500), defaults.retention_days
         ),
         top_k=reader.get("TOP_K", _int_between(1, 10), defaults.top_k),
         max_image_pixels=reader.get(
@@ -233,6 +241,15 @@ def _float_between(low: float, high: float) -> Callable[[str], float]:
 
 def _nonempty(raw: str) -> str:
     return raw
+
+
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 def _device(raw: str) -> str:

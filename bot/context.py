@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.config import Settings
+from model.feedback import FeedbackLog
 from model.types import Prediction
 
 
@@ -20,6 +22,10 @@ class ImageClassifier(Protocol):
         """Top-k labels for the image, or an `ImageRejected` / `ClassifierUnavailable`."""
         ...
 
+    def labels_for(self, model: str) -> Sequence[str] | None:
+        """Every label `model` knows, in its output order, when known."""
+        ...
+
 
 @dataclass(frozen=True)
 class Services:
@@ -27,6 +33,7 @@ class Services:
 
     settings: Settings
     classifier: ImageClassifier
+    feedback: FeedbackLog
 
 
 SERVICES_KEY = "services"

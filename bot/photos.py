@@ -11,9 +11,15 @@ from telegram import Message, Update
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
-from bot import replies
+from bot import keyboards, replies
 from bot.context import Ctx
-from model.types import ClassifierBusy, ClassifierError, ClassifierUnavailable, ImageRejected
+from model.types import (
+    ClassifierBusy,
+    ClassifierError,
+    ClassifierUnavailable,
+    ImageRejected,
+    Prediction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +35,9 @@ async def on_photo(update: Update, context: Ctx) -> None:
     if message is None or not message.photo:
         return
     largest = max(message.photo, key=lambda size: (size.width * size.height, size.file_size or 0))
-    await _classify_file(message, context, largest.file_id, largest.file_size)
+    await _classify_file(
+        message, context, largest.file_id, largest.file_unique_id, largest.file_size
+    )
 
 
 async def on_document(update: Update, context: Ctx) -> None:
@@ -38,7 +46,9 @@ async def on_document(update: Update, context: Ctx) -> None:
     if message is None or message.document is None:
         return
     document = message.document
-    await _classify_file(message, context, document.file_id, document.file_size)
+    await _classify_file(
+        message, context, document.file_id, document.file_unique_id, document.file_size
+    )
 
 
 async def on_other(update: Update, context: Ctx) -> None:
@@ -56,7 +66,7 @@ async def on_unknown_command(update: Update, context: Ctx) -> None:
 
 
 async def _classify_file(
-    message: Message, context: Ctx, file_id: str, file_size: int | None
+    message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
 ) -> None:
     settings = context.services.settings
     limit = settings.max_download_bytes
@@ -91,8 +101,42 @@ async def _classify_file(
             logger.warning("classification failed: %s", exc)
             text = replies.MODEL_FAILED
         else:
-            text = replies.prediction_text(prediction, settings.confidence_threshold)
+            await _answer(message, context, prediction, data, file_id, file_unique_id)
+            return
     await message.reply_text(text, do_quote=True)
+
+
+async def _answer(
+    message: Message,
+    context: Ctx,
+    prediction: Prediction,
+    data: bytes,
+    file_id: str,
+    file_unique_id: str,
+) -> None:
+    """Reply with the prediction and Right/Wrong buttons, logging it first."""
+    settings = context.services.settings
+    text = replies.prediction_text(prediction, settings.confidence_threshold)
+    user = message.from_user
+    if user is None:  # a channel post: nobody to ask for a verdict
+        await message.reply_text(text, do_quote=True)
+        return
+    uncertain = prediction.top.probability < settings.confidence_threshold
+    # Written before the reply, so the buttons work even if the bot restarts right after.
+    record = await context.services.feedback.record_prediction(
+        chat_id=message.chat_id,
+        user_id=user.id,
+        message_id=message.message_id,
+        file_id=file_id,
+        file_unique_id=file_unique_id,
+        prediction=prediction,
+        uncertain=uncertain,
+        image=data if uncertain and settings.keep_uncertain_images else None,
+    )
+    reply = await message.reply_text(
+        text, do_quote=True, reply_markup=keyboards.verdict_keyboard(record.id)
+    )
+    await context.services.feedback.set_reply_message(record.id, reply.message_id)
 
 
 @contextlib.asynccontextmanager

@@ -100,24 +100,41 @@ HINT = (
 UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
 
 
-def help_text(labels_hint: str, threshold: float) -> str:
-    """What the bot does, what it keeps, and how to use it."""
+def help_text(
+    labels_hint: str, threshold: float, retention_days: float, keep_uncertain: bool
+) -> str:
+    """What the bot does, what it keeps and for how long, and how to use it."""
+    uncertain = (
+        f"• photos I was less than {percent(threshold)} sure about, so my operator can review "
+        "them;\n"
+        if keep_uncertain
+        else ""
+    )
     return (
         "Send me a photo and I'll reply with what I think it shows and how confident I am, "
         f"for example “espresso — 95%”. {labels_hint}\n\n"
         "How to use me:\n"
         "• Send a photo, or an image file (JPEG, PNG, WebP, GIF, BMP, TIFF; up to 20 MB).\n"
-        f"• When I'm less than {percent(threshold)} sure, I list my best guesses instead.\n\n"
-        "What I keep: nothing. Your photo is classified in memory and forgotten; it is not "
-        "stored, and neither is my answer.\n\n"
-        "Commands: /help — this message."
+        f"• When I'm less than {percent(threshold)} sure, I list my best guesses instead.\n"
+        "• Tap ✅ Right or ❌ Wrong under an answer. After Wrong, pick or type the right label: "
+        "your corrections train the next version of the model.\n\n"
+        "What I keep:\n"
+        "• for every answer: who asked, which photo (Telegram's file id), what I said and your "
+        "verdict. Answers nobody disputed are deleted after "
+        f"{retention_days:g} days;\n"
+        "• the photo itself, only when you tap ❌ Wrong, and\n"
+        f"{uncertain}"
+        "• disputed photos and your corrections until you delete them.\n"
+        "/forget deletes everything I keep about you.\n\n"
+        "Commands: /help — this message; /forget — delete your data; /cancel — stop typing a "
+        "label."
     )
 
 
-def start_text(first_name: str | None, labels_hint: str, threshold: float) -> str:
-    """The greeting for /start."""
+def start_text(first_name: str | None, help_body: str) -> str:
+    """The greeting for /start: a hello, then the help text."""
     greeting = f"Hi {first_name}! " if first_name else "Hi! "
-    return greeting + help_text(labels_hint, threshold)
+    return greeting + help_body
 
 
 def labels_hint(model_name: str) -> str:
@@ -125,3 +142,60 @@ def labels_hint(model_name: str) -> str:
     if model_name.startswith("default-efficientnet-lite0-imagenet"):
         return "I know the 1000 everyday things of ImageNet (animals, food, objects, vehicles)."
     return "I use a model trained by my operator."
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def verdict_footer(kind: str, label: str | None) -> str:
+    """The line added under a prediction once its verdict is recorded."""
+    if kind == "right":
+        return "✅ Recorded as right. Thank you!"
+    if kind == "wrong":
+        return f"❌ Corrected to: {label}. Thank you, this helps train the next model."
+    return "🤷 Recorded as not sure. Thank you!"
+
+
+def with_footer(prediction_text: str, footer: str) -> str:
+    """A prediction message with a status line under it."""
+    return f"{prediction_text}\n\n{footer}"
+
+
+ASK_LABEL = "❌ What is it? Pick the right label, or tap ✏️ Something else… to type it."
+BROWSE_LABELS = "📚 Pick the right label (page {page} of {pages}):"
+TYPE_LABEL = "✏️ Type the right label as your next message (or /cancel)."
+ONLY_SENDER = "Only the person who sent the photo can correct this."
+EXPIRED = "This answer is no longer on record, so it can't be judged any more."
+NOT_THIS_MESSAGE = "This button doesn't belong to this message."
+UNKNOWN_BUTTON = "This button no longer works."
+ALREADY = "Already recorded."
+NOTHING_TO_CANCEL = "There's nothing to cancel."
+CANCELLED = "OK, I'm no longer waiting for a label."
+
+
+def stored_label_text(label: str, known: bool) -> str:
+    """Confirmation after a typed label was stored."""
+    note = " (one of the labels the model knows)" if known else " (a new label)"
+    return f"Stored “{label}”{note} as the right label for that photo. Thank you!"
+
+
+def forget_prompt(total: int) -> str:
+    """The /forget confirmation question."""
+    if total == 0:
+        return "I keep nothing about you right now: no answers, verdicts or photos."
+    return (
+        f"This deletes everything I keep about you: {total} item{'s' if total != 1 else ''} "
+        "(answers, verdicts and kept photos). It can't be undone. Delete?"
+    )
+
+
+def forgotten_text(predictions: int, verdicts: int, images: int) -> str:
+    """What /forget removed."""
+    total = predictions + verdicts + images
+    return (
+        f"Done: deleted {total} item{'s' if total != 1 else ''} "
+        f"({predictions} answers, {verdicts} verdicts, {images} photos)."
+    )
+
+
+FORGET_KEPT = "OK, nothing was deleted."

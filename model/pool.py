@@ -142,6 +142,7 @@ class Classifier:
         self._accepting = False
         self._closed = False
         self.model_name = ""
+        self._labels: dict[str, tuple[str, ...]] = {}  # every model served since start
         # Counters and recent samples for PoolStats.
         self._counts: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
@@ -269,6 +270,10 @@ class Classifier:
             inference_ms_p50=_percentile(self._inference_ms, 50),
             inference_ms_p95=_percentile(self._inference_ms, 95),
         )
+
+    def labels_for(self, model: str) -> tuple[str, ...] | None:
+        """The labels of `model`, in its output order, if it has been served since start."""
+        return self._labels.get(model)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests, benchmarks and memory accounting)."""
@@ -463,6 +468,7 @@ class Classifier:
             await self._stop_worker(w)
             raise ModelLoadError(message[1])
         w.model = message[1]
+        self._labels[w.model] = tuple(message[3])
         return w
 
     async def _stop_worker(self, w: _Worker) -> None:

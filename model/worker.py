@@ -22,7 +22,7 @@ from model.types import ClassifierError, ImageRejected, LabelScore, Prediction
 logger = logging.getLogger(__name__)
 
 # Messages on the pipe. Parent → worker: (batch_id, [(request_id, image_bytes), ...]) or None
-# to stop. Worker → parent: ("ready", model_name, pid), ("failed", reason), or
+# to stop. Worker → parent: ("ready", model_name, pid, labels), ("failed", reason), or
 # (batch_id, [(request_id, Prediction | ClassifierError), ...], decode_s, infer_s).
 BatchItem = tuple[int, bytes]
 ItemResult = tuple[int, "Prediction | ClassifierError"]
@@ -198,7 +198,7 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         conn.close()
         return
-    conn.send(("ready", engine.name, os.getpid()))
+    conn.send(("ready", engine.name, os.getpid(), engine.labels))
     logger.info("serving %s with %d thread(s) on %s", engine.name, config.threads, config.device)
     while True:
         try:

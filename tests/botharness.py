@@ -30,6 +30,8 @@ class RunningBot:
     log_path: Path
     modules_path: Path
     client: httpx.Client = field(init=False)
+    env: dict[str, str]
+    workdir: Path
     returncode: int | None = None
     stopped: bool = False
 
@@ -51,6 +53,22 @@ class RunningBot:
 
     def send_document(self, data: bytes, name: str, mime: str, **fields: Any) -> Any:
         return self.send(files={"document": (name, data, mime)}, **fields)
+
+    def press(self, message_id: int, data: str, wait: float = 30, **fields: Any) -> Any:
+        """A tap on an inline button of a bot message; returns the test API's answer."""
+        body = {"message_id": message_id, "data": data, "wait": wait, **fields}
+        response = self.client.post("/_sandbox/press", data={k: str(v) for k, v in body.items()})
+        answer = response.json()
+        assert response.status_code == 200, answer
+        return answer
+
+    def messages(self, chat_id: int) -> list[dict[str, Any]]:
+        """Every message in the chat, current state."""
+        return list(self.client.get(f"/_sandbox/chats/{chat_id}/messages").json()["messages"])
+
+    def message(self, chat_id: int, message_id: int) -> dict[str, Any]:
+        """One message's current state."""
+        return next(m for m in self.messages(chat_id) if m["message_id"] == message_id)
 
     def calls(self, method: str) -> list[dict[str, Any]]:
         body = self.client.get("/_sandbox/calls", params={"method": method}).json()
@@ -80,6 +98,20 @@ class RunningBot:
             self.sandbox.stop()
         return status
 
+    def kill(self) -> None:
+        """SIGKILL the bot process: no chance to flush or clean up."""
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> None:
+        """Start a new bot process against the same sandbox and data, once the old one ended."""
+        if self.process.poll() is None:
+            self.stop_process()
+        self.returncode = None
+        before = len(self.calls("getUpdates"))
+        self.process = _spawn_bot(self.env, self.workdir, self.log_path, self.modules_path)
+        _wait_until_polling(self, before)
+
     def modules(self) -> list[str]:
         """The modules the bot process had imported when it exited."""
         return list(json.loads(self.modules_path.read_text()))
@@ -107,22 +139,33 @@ def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> Running
             **(extra_env or {}),
         }
     )
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
+    process = _spawn_bot(env, workdir, log_path, modules_path)
+    bot = RunningBot(sandbox, url, process, log_path, modules_path, env, workdir)
+    _wait_until_polling(bot, 0)
+    return bot
+
+
+def _spawn_bot(
+    env: dict[str, str], workdir: Path, log_path: Path, modules_path: Path
+) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
             [sys.executable, str(REPO / "tests" / "run_bot.py"), str(modules_path)],
             cwd=workdir,  # no stray .env from the developer's checkout
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    bot = RunningBot(sandbox, url, process, log_path, modules_path)
+
+
+def _wait_until_polling(bot: RunningBot, polls_before: int) -> None:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if bot.process.poll() is not None:
             bot.stop()
-            raise RuntimeError(f"the bot exited with {process.returncode}:\n{bot.log()}")
-        if bot.calls("getUpdates"):
-            return bot
+            raise RuntimeError(f"the bot exited with {bot.process.returncode}:\n{bot.log()}")
+        if len(bot.calls("getUpdates")) > polls_before:
+            return
         time.sleep(0.2)
     bot.stop()
     raise RuntimeError(f"the bot did not start polling in time:\n{bot.log()}")

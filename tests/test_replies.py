@@ -52,6 +52,18 @@ def test_too_big_names_both_sizes() -> None:
     assert "25.0 MB" in text and "20 MB" in text
 
 
-def test_help_says_what_is_kept() -> None:
-    text = replies.help_text(replies.labels_hint("default-efficientnet-lite0-imagenet@ab"), 0.5)
-    assert "What I keep" in text and "ImageNet" in text and "50%" in text
+def test_help_says_what_is_kept_and_for_how_long() -> None:
+    hint = replies.labels_hint("default-efficientnet-lite0-imagenet@ab")
+    text = replies.help_text(hint, 0.5, 30, keep_uncertain=True)
+    assert "What I keep" in text and "ImageNet" in text and "/forget" in text
+    assert "after 30 days" in text and "less than 50% sure about" in text
+    assert "sure about" not in replies.help_text(hint, 0.5, 30, keep_uncertain=False)
+
+
+def test_verdict_footers() -> None:
+    assert "right" in replies.verdict_footer("right", "espresso")
+    assert "Corrected to: cup" in replies.verdict_footer("wrong", "cup")
+    assert "not sure" in replies.verdict_footer("unsure", None)
+    assert replies.forget_prompt(0).startswith("I keep nothing")
+    assert "1 item (" in replies.forget_prompt(1)
+    assert replies.forgotten_text(1, 1, 1).startswith("Done: deleted 3 items")

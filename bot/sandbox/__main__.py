@@ -11,11 +11,14 @@ from bot.sandbox.server import Sandbox
 logger = logging.getLogger(__name__)
 
 
-async def serve(token: str, host: str, port: int) -> None:
+async def serve(token: str, host: str, port: int, admin_id: int | None = None) -> None:
     """Run a sandbox until cancelled."""
-    sandbox = Sandbox(token)
+    sandbox = Sandbox(token, page_admin_id=admin_id)
     url = await sandbox.start(host, port)
-    print(f"Sandbox Bot API: {url}/bot<token>/  test API: {url}/_sandbox/", flush=True)
+    print(
+        f"Sandbox Bot API: {url}/bot<token>/  test API: {url}/_sandbox/  chat page: {url}/",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:
@@ -28,10 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token", default="123456:SANDBOX-TOKEN")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8088)
+    parser.add_argument(
+        "--admin-id", type=int, default=None, help="user id the chat page plays as admin"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        asyncio.run(serve(args.token, args.host, args.port))
+        asyncio.run(serve(args.token, args.host, args.port, args.admin_id))
     except KeyboardInterrupt:
         logger.info("sandbox: interrupted")
 

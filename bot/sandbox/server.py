@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 import traceback
@@ -14,8 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from bot.sandbox.botapi import BotApi
+from bot.sandbox.page import ChatPage
 from bot.sandbox.state import JSONDict, SandboxState
-from bot.sandbox.testapi import TestApi
+from bot.sandbox.testapi import DEFAULT_USER_ID, TestApi
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,14 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only accepts connections from this machine."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _url_host(host: str) -> str:
     """The host to put in the sandbox's base URL for a bind address."""
     if host in ("", "0.0.0.0"):
@@ -78,7 +88,14 @@ class Sandbox:
         bot_first_name: str = DEFAULT_BOT_FIRST_NAME,
         download_limit_bytes: int = DEFAULT_DOWNLOAD_LIMIT_BYTES,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        page_admin_id: int | None = None,
     ) -> None:
+        """A sandbox for `token`; the chat page plays `page_admin_id` when switched to admin.
+
+        `page_admin_id` is one of the bot's admins (e.g. from ADMIN_IDS); None offers no switch.
+        """
+        if page_admin_id is not None and page_admin_id <= 0:
+            raise ValueError("page_admin_id must be a positive user id")
         if not token or any(char in _TOKEN_FORBIDDEN for char in token):
             raise ValueError("the sandbox token must be non-empty and URL-path safe")
         if bot_id is None:
@@ -94,6 +111,9 @@ class Sandbox:
         info: JSONDict = {
             "download_limit_bytes": download_limit_bytes,
             "max_upload_bytes": max_upload_bytes,
+            # The chat page's identities; each has its private chat (chat id == user id).
+            "page_user_id": DEFAULT_USER_ID,
+            "page_admin_id": page_admin_id,
         }
         self._test_api = TestApi(self._state, info)
         self._app = web.Application(
@@ -105,6 +125,7 @@ class Sandbox:
                 web.post("/bot{token}/{method}", self._bot_api.handle),
                 web.get("/file/bot{tail:.+}", self._bot_api.handle_file),
                 *self._test_api.routes(),
+                *ChatPage().routes(),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -183,6 +204,12 @@ class Sandbox:
         actual_port = runner.addresses[0][1]
         self._url = f"http://{_url_host(host)}:{actual_port}"
         logger.info("sandbox: Bot API and test API (/_sandbox/) listening on %s", self._url)
+        if not is_loopback(host):
+            logger.warning(
+                "sandbox: listening on %s, not only on this machine: anyone on your network can "
+                "open the chat page, use the bot and read every chat of the sandbox",
+                host or "all interfaces",
+            )
         return self._url
 
     async def stop(self) -> None:

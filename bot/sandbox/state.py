@@ -130,6 +130,10 @@ class SandboxState:
         self.webhook_url = ""
         self.poll_generation = 0
         self.closing = False
+        #: How many times reset() ran: live streams use it to tell their clients to reload.
+        self.resets = 0
+        #: Tells this sandbox's event ids from those of an earlier run (a restarted bot).
+        self.instance = secrets.token_hex(4)
         self.last_bot_activity: dict[int, float] = {}
         self._file_counter = 0
         self._callback_counter = 0
@@ -480,4 +484,5 @@ class SandboxState:
         self.calls.clear()
         self.callbacks.clear()
         self.last_bot_activity.clear()
+        self.resets += 1
         self.notify()

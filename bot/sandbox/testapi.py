@@ -13,11 +13,20 @@ Answers ``{"ok", "update_id", "message", "replies"}``.
 
 ``POST /_sandbox/press``: user_id, chat_id (user_id), message_id, data, wait, settle.
 Answers ``{"ok", "update_id", "callback_query_id", "answer", "messages"}``.
+
+``GET /_sandbox/stream``: since (0), chat_id, heartbeat (15 s). The event log as Server-Sent
+Events: each is ``id: <instance>-<seq>`` and ``data: <event JSON>`` (as ``/_sandbox/events``
+returns), a comment line every ``heartbeat`` seconds keeps proxies and browsers from giving up,
+and a browser that reconnects resumes after its ``Last-Event-ID``. When the log no longer
+holds what the client saw (``POST reset``, or a restarted sandbox), an ``event: reset`` tells
+it to reload the chat from ``GET chats/{chat_id}/messages``, which also answers its ``seq``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -49,6 +58,10 @@ DEFAULT_FIRST_NAME = "Tester"
 #: idle in the chat for this long, so a quick follow-up (answer + edit) is included.
 DEFAULT_SETTLE_SECONDS = 0.25
 MAX_WAIT_SECONDS = 300.0
+#: A Server-Sent Events comment is written when a stream had nothing to say for this long.
+HEARTBEAT_SECONDS = 15.0
+#: The reconnection delay suggested to EventSource clients.
+STREAM_RETRY_MS = 2000
 CHAT_TYPES = ("private", "group", "supergroup")
 KINDS = ("text", "photo", "document", "sticker", "video", "voice", "animation")
 _COMMAND_RE = re.compile(r"/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{1,64})?")
@@ -114,6 +127,7 @@ class TestApi:
             web.get("/_sandbox/chats", _guard(self.chats)),
             web.get("/_sandbox/chats/{chat_id}/messages", _guard(self.chat_messages)),
             web.get("/_sandbox/events", _guard(self.events)),
+            web.get("/_sandbox/stream", _guard(self.stream)),
             web.get("/_sandbox/calls", _guard(self.calls)),
             web.get("/_sandbox/files/{file_id}", _guard(self.file)),
             web.post("/_sandbox/reset", _guard(self.reset)),
@@ -158,7 +172,7 @@ class TestApi:
             for message in chat.messages.values()
             if not message.deleted
         ]
-        return web.json_response({"ok": True, "messages": messages})
+        return web.json_response({"ok": True, "seq": self._state.seq, "messages": messages})
 
     async def events(self, request: web.Request) -> web.Response:
         """GET /_sandbox/events?since=&timeout=&chat_id=: long poll for events."""
@@ -186,7 +200,77 @@ class TestApi:
         stored = self._state.files.get(request.match_info["file_id"])
         if stored is None:
             raise SandboxError("file not found", 404)
-        return web.Response(body=stored.data, content_type=stored.mime_type)
+        # Users upload these files: never let one run as a page of this origin (an HTML
+        # "document" opened in a tab), nor let the browser sniff it into something else.
+        headers = {
+            "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, max-age=3600",
+        }
+        return web.Response(body=stored.data, content_type=stored.mime_type, headers=headers)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """GET /_sandbox/stream?since=&chat_id=&heartbeat=: the event log as Server-Sent Events."""
+        params = Params(dict(request.query))
+        since = max(params.opt_int("since") or 0, 0)
+        state = self._state
+        stale = since > state.seq
+        # Event ids are "<instance>-<seq>": a browser reconnecting after a restart of the
+        # sandbox sends an id from another instance, and must reload rather than resume.
+        last_event_id = request.headers.get("Last-Event-ID", "").strip()
+        if last_event_id:
+            instance, _, number = last_event_id.rpartition("-")
+            if instance in ("", state.instance) and number.isdigit():
+                since = int(number)
+                stale = since > state.seq
+            else:
+                stale = True
+        chat_id = params.opt_int("chat_id")
+        heartbeat = params.opt_float("heartbeat")
+        heartbeat = HEARTBEAT_SECONDS if heartbeat is None else min(max(heartbeat, 0.05), 60.0)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # tell reverse proxies not to buffer the stream
+            }
+        )
+        await response.prepare(request)
+        resets = state.resets
+        try:
+            await response.write(f"retry: {STREAM_RETRY_MS}\n\n".encode())
+            if stale:
+                since = await self._write_reset(response)
+            while not state.closing:
+                if state.resets != resets:
+                    resets = state.resets
+                    since = await self._write_reset(response)
+                events = state.events_since(since, chat_id)
+                for event in events:
+                    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+                    event_id = f"{state.instance}-{event['seq']}"
+                    await response.write(f"id: {event_id}\ndata: {data}\n\n".encode())
+                    since = event["seq"]
+                if events:
+                    continue
+                news = functools.partial(self._stream_has_news, since, chat_id, resets)
+                woken = await state.wait_until(news, heartbeat)
+                if not woken and not state.closing:
+                    await response.write(b": heartbeat\n\n")
+        except ConnectionError:
+            logger.debug("sandbox: an event stream client went away")
+        return response
+
+    def _stream_has_news(self, since: int, chat_id: int | None, resets: int) -> bool:
+        """Whether a stream that sent everything up to `since` has something new to send."""
+        return self._state.resets != resets or bool(self._state.events_since(since, chat_id))
+
+    async def _write_reset(self, response: web.StreamResponse) -> int:
+        """Tell a stream's client to reload; return the seq it resumes after."""
+        seq = self._state.seq
+        event_id = f"{self._state.instance}-{seq}"
+        await response.write(f'id: {event_id}\nevent: reset\ndata: {{"seq":{seq}}}\n\n'.encode())
+        return seq
 
     async def reset(self, request: web.Request) -> web.Response:
         """POST /_sandbox/reset: forget chats, updates, events and calls."""
@@ -424,7 +508,8 @@ class TestApi:
             raise SandboxError("message not found")
         if not message.from_bot:
             raise SandboxError("message was not sent by the bot")
-        if not self._has_button(message, data):
+        # forge=1 plays a modified client, which can send any callback_data at all.
+        if not params.opt_bool("forge") and not self._has_button(message, data):
             raise SandboxError("message has no button with that callback_data")
         chat = state.chat(chat_id)
         assert chat is not None  # find_message succeeded
