@@ -331,29 +331,28 @@ class Classifier:
             self._queue_ms.append((dispatched - request.enqueued) * 1000)
         batch_id = batch[0].id
         payload = (batch_id, [(r.id, r.data) for r in batch])
+        # One thread hop for the send and the answer: the worker is idle, so it reads at once.
+        roundtrip = loop.run_in_executor(w.io, _roundtrip, w.conn, payload)
         try:
-            sent = loop.run_in_executor(w.io, w.conn.send, payload)
-            try:
-                await sent
-            except (OSError, ValueError):
-                # The worker was already gone: it never saw these requests.
-                self._requeue(batch, counted=False)
-                await self._replace(w)
-                return
-            receive = loop.run_in_executor(w.io, w.conn.recv)
-            try:
-                message = await asyncio.wait_for(receive, self._config.hang_timeout_s)
-            except TimeoutError:
-                logger.error(
-                    "worker %d hung on a batch for %gs; killing it",
-                    w.pid,
-                    self._config.hang_timeout_s,
-                )
-                w.process.kill()
-                with contextlib.suppress(EOFError, OSError, ValueError):
-                    await receive
-                raise EOFError from None
+            message = await asyncio.wait_for(
+                asyncio.shield(roundtrip), self._config.hang_timeout_s
+            )
+        except _NotSent:
+            # The worker was already gone: it never saw these requests.
+            self._requeue(batch, counted=False)
+            await self._replace(w)
+            return
+        except TimeoutError:
+            logger.error(
+                "worker %d hung on a batch for %gs; killing it", w.pid, self._config.hang_timeout_s
+            )
+            w.process.kill()
+            with contextlib.suppress(Exception):
+                await roundtrip
+            message = None
         except (EOFError, OSError, ValueError):
+            message = None
+        if message is None:
             logger.warning(
                 "worker %d died holding %d request(s); retrying them once", w.pid, len(batch)
             )
@@ -498,6 +497,18 @@ class Classifier:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _NotSent(Exception):
+    """The pipe to a worker was closed before the batch could be written."""
+
+
+def _roundtrip(conn: Connection, payload: Any) -> Any:
+    try:
+        conn.send(payload)
+    except (OSError, ValueError) as exc:
+        raise _NotSent() from exc
+    return conn.recv()
 
 
 def _percentile(samples: Sequence[float], pct: int) -> float:
