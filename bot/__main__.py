@@ -12,10 +12,14 @@ import sys
 import time
 from dataclasses import replace
 
+from telegram import Update
+
 from bot.app import build_application
 from bot.config import ConfigError, Secret, Settings, load_settings
 from bot.context import Services
 from bot.logs import RedactFilter, configure_logging
+from bot.metrics import Metrics
+from bot.web import WebServer
 from model.feedback import FeedbackLog, SqliteFeedbackLog
 from model.pool import Classifier, PoolConfig
 from model.worker import WorkerConfig
@@ -30,8 +34,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"Configuration error (check your environment or .env):\n{exc}", file=sys.stderr)
         return 2
-    token = settings.telegram_token.get() if settings.telegram_token else ""
-    redact = configure_logging(settings.log_level, [token])
+    secrets_to_hide = [s.get() for s in (settings.telegram_token, settings.webhook_secret) if s]
+    redact = configure_logging(settings.log_level, secrets_to_hide)
     try:
         return asyncio.run(run(settings, redact))
     except KeyboardInterrupt:
@@ -61,18 +65,40 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     classifier = build_classifier(settings)
+    metrics = Metrics()
+    metrics.watch_pool(classifier.stats)
+    classifier.set_observer(metrics.observe_batch)
     feedback_log = await SqliteFeedbackLog.open(settings.data_dir)
-    application = build_application(
-        Services(settings=settings, classifier=classifier, feedback=feedback_log)
+    services = Services(
+        settings=settings, classifier=classifier, feedback=feedback_log, metrics=metrics
+    )
+    application = build_application(services)
+    webhook = settings.webhook_url is not None
+    web = WebServer(
+        application,
+        services,
+        webhook_path=settings.webhook_path if webhook else None,
+        webhook_secret=settings.webhook_secret.get() if settings.webhook_secret else None,
     )
     pruning = asyncio.create_task(_prune_forever(feedback_log, settings.retention_days))
     try:
-        logger.info("starting the model worker (the first start exports the default model)")
+        logger.info("starting the model workers (the first start exports the default model)")
         await classifier.start()
+        port = await web.start(settings.http_host, settings.port)
+        logger.info("health and metrics on http://%s:%d", settings.http_host, port)
         async with application:
             await application.start()
-            assert application.updater is not None
-            await application.updater.start_polling(drop_pending_updates=False)
+            if webhook:
+                assert settings.webhook_url and settings.webhook_secret
+                await application.bot.set_webhook(
+                    settings.webhook_url,
+                    secret_token=settings.webhook_secret.get(),
+                    allowed_updates=Update.ALL_TYPES,
+                )
+                logger.info("webhook mode: Telegram posts updates to %s", settings.webhook_url)
+            else:
+                assert application.updater is not None
+                await application.updater.start_polling(drop_pending_updates=False)
             logger.info(
                 "bot @%s ready in %.1f s (model %s)",
                 application.bot.username,
@@ -82,15 +108,21 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
             if sandbox is not None:
                 _print_sandbox_help(sandbox.url, settings.sandbox_host)
             await stop.wait()
+            # SIGTERM: take no new updates, answer what was received, then stop the workers.
             logger.info("stopping: no new updates; finishing what is in progress")
-            await application.updater.stop()
+            if webhook:
+                await web.stop()  # Telegram keeps undelivered updates and retries them later
+            elif application.updater is not None:
+                await application.updater.stop()
             await application.stop()
     finally:
         pruning.cancel()
+        await web.stop()
         await classifier.close()
         await feedback_log.close()
         if sandbox is not None:
             await sandbox.stop()
+    logger.info("stopped cleanly")
     return 0
 
 

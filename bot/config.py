@@ -67,6 +67,10 @@ class Settings:
     max_batch: int | None = None
     max_wait_ms: float | None = None
     queue_size: int | None = None
+    webhook_url: str | None = None
+    webhook_secret: Secret | None = None
+    http_host: str = "127.0.0.1"
+    port: int = 8080
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8088
     log_level: str = "INFO"
@@ -75,6 +79,12 @@ class Settings:
     def models_dir(self) -> Path:
         """Where model files live (the exported default among them)."""
         return self.data_dir / "models"
+
+    @property
+    def webhook_path(self) -> str:
+        """The path Telegram posts to, taken from WEBHOOK_URL (a proxy forwards it as is)."""
+        path = urlsplit(self.webhook_url or "").path
+        return path if path and path != "/" else "/telegram"
 
     @property
     def max_download_bytes(self) -> int:
@@ -131,10 +141,21 @@ def load_settings(
         max_batch=reader.get("MAX_BATCH", _int_between(1, 512), None),
         max_wait_ms=reader.get("MAX_WAIT_MS", _float_between(0, 1000), None),
         queue_size=reader.get("QUEUE_SIZE", _int_between(1, 100_000), None),
+        webhook_url=reader.get("WEBHOOK_URL", _webhook_url, None),
+        webhook_secret=reader.get("WEBHOOK_SECRET", _webhook_secret, None),
+        http_host=reader.get("HTTP_HOST", _nonempty, defaults.http_host),
+        port=reader.get("PORT", _int_between(0, 65535), defaults.port),
         sandbox_host=reader.get("SANDBOX_HOST", _nonempty, defaults.sandbox_host),
         sandbox_port=reader.get("SANDBOX_PORT", _int_between(0, 65535), defaults.sandbox_port),
         log_level=reader.get("LOG_LEVEL", _log_level, defaults.log_level),
     )
+    if settings.webhook_url and settings.webhook_secret is None:
+        reader.errors.append(
+            "WEBHOOK_SECRET: required with WEBHOOK_URL, so that only Telegram can post updates "
+            "(1-256 characters: letters, digits, '_' and '-')"
+        )
+    if settings.webhook_url and settings.telegram_token is None:
+        reader.errors.append("WEBHOOK_URL: webhook mode needs TELEGRAM_TOKEN")
     if reader.errors:
         raise ConfigError("\n".join(reader.errors))
     return settings
@@ -241,6 +262,22 @@ def _float_between(low: float, high: float) -> Callable[[str], float]:
 
 def _nonempty(raw: str) -> str:
     return raw
+
+
+def _webhook_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ValueError(f"Telegram only posts to https URLs, got {raw!r}")
+    return raw
+
+
+def _webhook_secret(raw: str) -> Secret:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", raw):
+        raise ValueError(
+            "1-256 characters of letters, digits, '_' and '-' (Telegram's rule); "
+            "the value is not shown"
+        )
+    return Secret(raw)
 
 
 def _bool(raw: str) -> bool:

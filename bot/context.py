@@ -9,7 +9,9 @@ from typing import Any, Protocol
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.config import Settings
+from bot.metrics import Metrics
 from model.feedback import FeedbackLog
+from model.pool import PoolStats
 from model.types import Prediction
 
 
@@ -20,6 +22,10 @@ class ImageClassifier(Protocol):
 
     async def classify(self, image: bytes) -> Prediction:
         """Top-k labels for the image, or an `ImageRejected` / `ClassifierUnavailable`."""
+        ...
+
+    def stats(self) -> PoolStats:
+        """Workers, queue and counters, for /readyz, /metrics and /stats."""
         ...
 
     def labels_for(self, model: str) -> Sequence[str] | None:
@@ -34,6 +40,7 @@ class Services:
     settings: Settings
     classifier: ImageClassifier
     feedback: FeedbackLog
+    metrics: Metrics
 
 
 SERVICES_KEY = "services"

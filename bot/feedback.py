@@ -136,6 +136,7 @@ async def record_verdict(
     )
     if outcome.recorded:
         logger.info("verdict %s on prediction %s", kind, record.id)
+        context.services.metrics.verdicts.labels(kind).inc()
     return outcome.verdict, outcome.recorded
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from telegram import Message, Update
@@ -68,11 +69,22 @@ async def on_unknown_command(update: Update, context: Ctx) -> None:
 async def _classify_file(
     message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
 ) -> None:
+    metrics = context.services.metrics
+    started = time.perf_counter()
+    outcome = await _classify_and_reply(message, context, file_id, file_unique_id, file_size)
+    metrics.photos.labels(outcome).inc()
+    metrics.photo_seconds.observe(time.perf_counter() - started)
+
+
+async def _classify_and_reply(
+    message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
+) -> str:
+    """Fetch, classify and answer one image; returns the outcome for the metrics."""
     settings = context.services.settings
     limit = settings.max_download_bytes
     if file_size is not None and file_size > limit:
         await message.reply_text(replies.too_big_text(file_size, limit), do_quote=True)
-        return
+        return "too_big"
     async with _typing(message):
         try:
             file = await context.bot.get_file(file_id)
@@ -81,29 +93,30 @@ async def _classify_file(
             if "too big" in exc.message.lower():
                 size = file_size if file_size is not None else limit + 1
                 await message.reply_text(replies.too_big_text(size, limit), do_quote=True)
-                return
+                return "too_big"
             raise
         if len(data) > limit:
             await message.reply_text(replies.too_big_text(len(data), limit), do_quote=True)
-            return
+            return "too_big"
         try:
             prediction = await context.services.classifier.classify(data)
         except ImageRejected as exc:
             logger.info("image rejected in chat %r: %r", message.chat_id, exc)
-            text = replies.rejection_text(exc)
+            text, outcome = replies.rejection_text(exc), "rejected"
         except ClassifierBusy as exc:
             logger.info("busy: %s", exc)
-            text = replies.BUSY
+            text, outcome = replies.BUSY, "busy"
         except ClassifierUnavailable as exc:
             logger.warning("classifier unavailable: %s", exc)
-            text = replies.UNAVAILABLE
+            text, outcome = replies.UNAVAILABLE, "unavailable"
         except ClassifierError as exc:
             logger.warning("classification failed: %s", exc)
-            text = replies.MODEL_FAILED
+            text, outcome = replies.MODEL_FAILED, "failed"
         else:
             await _answer(message, context, prediction, data, file_id, file_unique_id)
-            return
+            return "answered"
     await message.reply_text(text, do_quote=True)
+    return outcome
 
 
 async def _answer(

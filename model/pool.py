@@ -16,7 +16,7 @@ import os
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
@@ -35,6 +35,8 @@ from model.types import (
 from model.worker import WorkerConfig
 
 logger = logging.getLogger(__name__)
+
+BatchObserver = Callable[[int, list[float], float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ class Classifier:
         self._closed = False
         self.model_name = ""
         self._labels: dict[str, tuple[str, ...]] = {}  # every model served since start
+        self._observer: BatchObserver | None = None
         # Counters and recent samples for PoolStats.
         self._counts: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
@@ -271,6 +274,10 @@ class Classifier:
             inference_ms_p95=_percentile(self._inference_ms, 95),
         )
 
+    def set_observer(self, observer: BatchObserver | None) -> None:
+        """Call `observer(batch_size, queue_seconds_each, inference_seconds)` after each batch."""
+        self._observer = observer
+
     def labels_for(self, model: str) -> tuple[str, ...] | None:
         """The labels of `model`, in its output order, if it has been served since start."""
         return self._labels.get(model)
@@ -327,8 +334,8 @@ class Classifier:
     async def _run_batch(self, w: _Worker, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()
         dispatched = time.monotonic()
-        for request in batch:
-            self._queue_ms.append((dispatched - request.enqueued) * 1000)
+        waited = [dispatched - request.enqueued for request in batch]
+        self._queue_ms.extend(seconds * 1000 for seconds in waited)
         batch_id = batch[0].id
         payload = (batch_id, [(r.id, r.data) for r in batch])
         # One thread hop for the send and the answer: the worker is idle, so it reads at once.
@@ -362,6 +369,11 @@ class Classifier:
         _, results, _decode_s, infer_s = message
         self._batch_sizes[len(batch)] += 1
         self._inference_ms.append(infer_s * 1000)
+        if self._observer is not None:
+            try:
+                self._observer(len(batch), waited, infer_s)
+            except Exception:  # metrics must never break answering
+                logger.exception("batch observer failed")
         by_id = {r.id: r for r in batch}
         for request_id, result in results:
             request = by_id[request_id]

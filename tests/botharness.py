@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,12 @@ class RunningBot:
             self.sandbox.stop()
         return status
 
+    def web_url(self) -> str:
+        """Base URL of the bot's own HTTP server (health, metrics, webhook), from its log."""
+        match = re.search(r"health and metrics on (http://\S+)", self.log())
+        assert match, self.log()
+        return match.group(1)
+
     def kill(self) -> None:
         """SIGKILL the bot process: no chance to flush or clean up."""
         self.process.kill()
@@ -135,6 +142,7 @@ def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> Running
             "DATA_DIR": str(workdir / "data"),
             "LOG_LEVEL": "DEBUG",
             "INFERENCE_THREADS": "1",
+            "PORT": "0",  # a free port for /healthz and /metrics: test bots run side by side
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

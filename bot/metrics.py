@@ -1,0 +1,106 @@
+"""Prometheus metrics: what handlers count, plus the pool's own state read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from model.pool import PoolStats
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+OUTCOMES = ("answered", "rejected", "too_big", "busy", "unavailable", "failed")
+
+
+class Metrics:
+    """One registry per application (tests build several side by side)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.photos = Counter(
+            "verdict_photos",
+            "Photos and image files received, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:
+            self.photos.labels(outcome)
+        self.photo_seconds = Histogram(
+            "verdict_photo_seconds",
+            "From receiving a photo to sending the answer (download, queue, model, reply).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "verdict_queue_seconds",
+            "Time a request waited for a worker.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "verdict_inference_seconds",
+            "Time a worker spent on one batch (decode and forward pass).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "verdict_batch_size",
+            "Requests per forward pass.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.verdicts = Counter(
+            "verdict_verdicts",
+            "Verdicts users gave on predictions, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in ("right", "wrong", "unsure"):
+            self.verdicts.labels(kind)
+
+    def watch_pool(self, stats: Callable[[], PoolStats]) -> None:
+        """Expose the pool's gauges and counters, read from `stats()` at each scrape."""
+        self.registry.register(_PoolCollector(stats))
+
+    def observe_batch(self, size: int, queue_s: list[float], inference_s: float) -> None:
+        """Called by the pool after each batch."""
+        self.batch_size.observe(size)
+        self.inference_seconds.observe(inference_s)
+        for waited in queue_s:
+            self.queue_seconds.observe(waited)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], PoolStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield GaugeMetricFamily(
+            "verdict_workers_ready",
+            "Worker processes serving the current model.",
+            stats.workers_ready,
+        )
+        yield GaugeMetricFamily(
+            "verdict_queue_depth", "Requests waiting for a worker.", stats.queue_depth
+        )
+        yield GaugeMetricFamily(
+            "verdict_in_flight", "Requests a worker is processing.", stats.in_flight
+        )
+        yield CounterMetricFamily(
+            "verdict_worker_restarts", "Workers replaced after dying.", stats.worker_restarts
+        )
+        yield CounterMetricFamily(
+            "verdict_busy_refusals",
+            "Requests refused because the queue was full.",
+            stats.busy_refusals,
+        )
+        yield CounterMetricFamily(
+            "verdict_expired", "Requests dropped after waiting past their deadline.", stats.expired
+        )
+        info = GaugeMetricFamily("verdict_model_info", "The model being served.", labels=["model"])
+        info.add_metric([stats.model], 1)
+        yield info

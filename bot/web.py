@@ -1,0 +1,117 @@
+"""The bot's own HTTP server (aiohttp): Telegram's webhook, /healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from telegram import Update
+from telegram.error import TelegramError
+
+from bot.context import BotApp, Services
+
+logger = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+TELEGRAM_CHECK_TTL_S = 15.0
+
+
+class WebServer:
+    """Serves health and metrics always, and Telegram's updates in webhook mode."""
+
+    def __init__(
+        self,
+        application: BotApp,
+        services: Services,
+        *,
+        webhook_path: str | None = None,
+        webhook_secret: str | None = None,
+    ) -> None:
+        self._application = application
+        self._services = services
+        self._webhook_secret = webhook_secret
+        self._runner: web.AppRunner | None = None
+        self._telegram_ok_at = 0.0
+        self.port = 0
+        self.app = web.Application(client_max_size=2 * 1024 * 1024)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self.app.router.add_get("/metrics", self.metrics)
+        if webhook_path is not None:
+            self.app.router.add_post(webhook_path, self.webhook)
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks a free port); returns the port."""
+        # No access log: the webhook path is not secret, but scrapes every 15 s are noise.
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """An update from Telegram: check the secret, then hand it to the application."""
+        given = request.headers.get(SECRET_HEADER, "")
+        expected = self._webhook_secret or ""
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            logger.warning("webhook call with a wrong or missing secret token refused")
+            return web.json_response({"ok": False, "description": "Forbidden"}, status=403)
+        try:
+            payload = await request.json()
+            update = Update.de_json(payload, self._application.bot)
+        except (json.JSONDecodeError, ValueError, KeyError, TypeError):
+            return web.json_response({"ok": False, "description": "Bad update"}, status=400)
+        if update is None:
+            return web.json_response({"ok": False, "description": "Bad update"}, status=400)
+        await self._application.update_queue.put(update)
+        return web.json_response({"ok": True})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """The process is alive and its event loop answers."""
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Workers warmed up and Telegram reachable; 503 with the reasons otherwise."""
+        problems: list[str] = []
+        stats = self._services.classifier.stats()
+        if stats.workers_ready < 1:
+            problems.append("no model worker is ready")
+        if not await self._telegram_reachable():
+            problems.append("the Telegram Bot API is not reachable")
+        body: dict[str, Any] = {
+            "ready": not problems,
+            "problems": problems,
+            "model": stats.model,
+            "workers_ready": stats.workers_ready,
+            "queue_depth": stats.queue_depth,
+        }
+        return web.json_response(body, status=200 if not problems else 503)
+
+    async def _telegram_reachable(self) -> bool:
+        if time.monotonic() - self._telegram_ok_at < TELEGRAM_CHECK_TTL_S:
+            return True
+        try:
+            await self._application.bot.get_me(read_timeout=5, connect_timeout=5)
+        except TelegramError:
+            return False
+        self._telegram_ok_at = time.monotonic()
+        return True
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format."""
+        body = generate_latest(self._services.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,76 @@
+"""The bot's HTTP server: health, readiness and metrics, with a bot running for real."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import images
+from tests.botharness import RunningBot, start_bot
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBot]:
+    running = start_bot(tmp_path_factory.mktemp("web-bot"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of the sample called exactly `name` (labels included)."""
+    for line in text.splitlines():
+        if line.rsplit(" ", 1)[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+def test_healthz_and_readyz(bot: RunningBot) -> None:
+    base = bot.web_url()
+    with httpx.Client() as client:
+        assert client.get(f"{base}/healthz").text == "ok\n"
+        ready = client.get(f"{base}/readyz")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["ready"] and body["workers_ready"] >= 1 and body["model"].startswith("default-")
+
+
+def test_metrics_move_when_a_photo_is_classified(bot: RunningBot) -> None:
+    base = bot.web_url()
+    before = httpx.get(f"{base}/metrics").text
+    bot.send_photo(images.coffee_jpeg())
+    bot.send_document(images.minimal_pdf(), "x.pdf", "application/pdf")
+    after = httpx.get(f"{base}/metrics").text
+    answered = 'verdict_photos_total{outcome="answered"}'
+    rejected = 'verdict_photos_total{outcome="rejected"}'
+    assert metric(after, answered) == metric(before, answered) + 1
+    assert metric(after, rejected) == metric(before, rejected) + 1
+    assert metric(after, "verdict_photo_seconds_count") == (
+        metric(before, "verdict_photo_seconds_count") + 2
+    )
+    assert metric(after, "verdict_batch_size_count") > metric(before, "verdict_batch_size_count")
+    assert metric(after, "verdict_inference_seconds_count") >= 1
+    assert metric(after, "verdict_workers_ready") >= 1
+    assert metric(after, "verdict_queue_depth") == 0
+    assert "verdict_worker_restarts_total" in after
+    assert 'verdict_verdicts_total{kind="wrong"}' in after
+
+
+def test_readyz_says_when_telegram_is_unreachable(tmp_path: Path) -> None:
+    """With the Bot API gone, /readyz answers 503 and names the problem; /healthz stays up."""
+    other = start_bot(tmp_path)
+    try:
+        base = other.web_url()
+        other.sandbox.stop()
+        ready = httpx.get(f"{base}/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert "the Telegram Bot API is not reachable" in ready.json()["problems"]
+        assert httpx.get(f"{base}/healthz").status_code == 200
+    finally:
+        other.stop()
