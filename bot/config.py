@@ -266,8 +266,12 @@ def _nonempty(raw: str) -> str:
 
 def _webhook_url(raw: str) -> str:
     parts = urlsplit(raw)
-    if parts.scheme != "https" or not parts.netloc:
-        raise ValueError(f"Telegram only posts to https URLs, got {raw!r}")
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parts.netloc or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
+        raise ValueError(
+            "Telegram only posts to https URLs (http only for localhost, i.e. a local Bot API "
+            f"server or the sandbox), got {raw!r}"
+        )
     return raw
 
 

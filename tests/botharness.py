@@ -115,7 +115,7 @@ class RunningBot:
         if self.process.poll() is None:
             self.stop_process()
         self.returncode = None
-        before = len(self.calls("getUpdates"))
+        before = len(self.calls("setWebhook" if self.env.get("WEBHOOK_URL") else "getUpdates"))
         self.process = _spawn_bot(self.env, self.workdir, self.log_path, self.modules_path)
         _wait_until_polling(self, before)
 
@@ -167,12 +167,14 @@ def _spawn_bot(
 
 
 def _wait_until_polling(bot: RunningBot, polls_before: int) -> None:
+    """Until the bot asks for updates (or, in webhook mode, has registered its webhook)."""
+    method = "setWebhook" if bot.env.get("WEBHOOK_URL") else "getUpdates"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if bot.process.poll() is not None:
             bot.stop()
             raise RuntimeError(f"the bot exited with {bot.process.returncode}:\n{bot.log()}")
-        if len(bot.calls("getUpdates")) > polls_before:
+        if len(bot.calls(method)) > polls_before:
             return
         time.sleep(0.2)
     bot.stop()

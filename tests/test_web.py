@@ -74,3 +74,48 @@ def test_readyz_says_when_telegram_is_unreachable(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/healthz").status_code == 200
     finally:
         other.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_webhook_mode_right_secret_answered_wrong_secret_refused(tmp_path: Path) -> None:
+    """The sandbox delivers by webhook with the secret; a forged post gets 403, no reply."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook/telegram"
+    secret = "s3cr3t-for-tests_only"
+    hooked = start_bot(tmp_path, {"WEBHOOK_URL": url, "WEBHOOK_SECRET": secret, "PORT": str(port)})
+    try:
+        (call,) = hooked.calls("setWebhook")
+        assert call["params"]["url"] == url
+        assert hooked.calls("getUpdates") == []  # no polling in webhook mode
+        reply = hooked.send_photo(images.coffee_jpeg())["replies"][0]
+        assert reply["text"].startswith("espresso — ")
+
+        forged = {
+            "update_id": 999_999,
+            "message": {
+                "message_id": 1,
+                "date": 1_700_000_000,
+                "chat": {"id": 4444, "type": "private", "first_name": "Mallory"},
+                "from": {"id": 4444, "is_bot": False, "first_name": "Mallory"},
+                "text": "/help",
+            },
+        }
+        with httpx.Client() as client:
+            wrong = client.post(
+                url, json=forged, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"}
+            )
+            missing = client.post(url, json=forged)
+        assert wrong.status_code == 403 and missing.status_code == 403
+        hooked.send(text="/help", user_id=4445)  # processed after the forged ones would be
+        sent_to = {str(c["params"].get("chat_id")) for c in hooked.calls("sendMessage")}
+        assert "4445" in sent_to and "4444" not in sent_to
+        assert secret not in hooked.log()
+    finally:
+        assert hooked.stop() == 0

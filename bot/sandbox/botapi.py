@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from bot.sandbox.media import NotAnImageError, guess_mime, make_photo_sizes, safe_extension
@@ -156,6 +159,10 @@ def document_json(stored: StoredFile) -> JSONDict:
     }
 
 
+# Telegram retries a refused webhook delivery later; the sandbox does so after this long.
+WEBHOOK_RETRY_SECONDS = 1.0
+
+
 class BotApi:
     """Implements the Bot API methods on top of a SandboxState."""
 
@@ -163,6 +170,9 @@ class BotApi:
         self._state = state
         self._token = token
         self._download_limit = download_limit_bytes
+        self._webhook_secret = ""
+        self._delivery: asyncio.Task[None] | None = None
+        self._last_error: tuple[int, str] | None = None
         methods: list[tuple[str, Method]] = [
             ("getMe", self.get_me),
             ("logOut", self.log_out),
@@ -362,13 +372,19 @@ class BotApi:
         return state.select_updates(offset, limit)
 
     async def set_webhook(self, params: Params) -> bool:
-        """setWebhook: remembered (so getUpdates answers 409 like Telegram), never delivered."""
+        """setWebhook: from now on updates are POSTed to the URL, as Telegram does."""
         url = params.opt_str("url") or ""
-        if url:
-            logger.warning("sandbox: setWebhook recorded, but the sandbox only serves getUpdates")
-        self._state.webhook_url = url
+        secret = params.opt_str("secret_token") or ""
+        if secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise bad_request("secret token contains unallowed characters")
+        state = self._state
+        state.webhook_url = url
+        self._webhook_secret = secret
         if params.opt_bool("drop_pending_updates"):
-            self._state.updates.clear()
+            state.updates.clear()
+        if url and self._delivery is None:
+            self._delivery = asyncio.create_task(self._deliver_forever(), name="sandbox-webhook")
+        state.notify()
         return True
 
     async def delete_webhook(self, params: Params) -> bool:
@@ -376,15 +392,58 @@ class BotApi:
         self._state.webhook_url = ""
         if params.opt_bool("drop_pending_updates"):
             self._state.updates.clear()
+        self._state.notify()
         return True
 
     async def get_webhook_info(self, params: Params) -> JSONDict:
-        """getWebhookInfo."""
-        return {
+        """getWebhookInfo, with the last delivery error as Telegram reports it."""
+        info: JSONDict = {
             "url": self._state.webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(self._state.updates),
         }
+        if self._last_error:
+            info["last_error_date"], info["last_error_message"] = self._last_error
+        return info
+
+    async def close(self) -> None:
+        """Stop delivering webhooks."""
+        if self._delivery is not None:
+            self._delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivery
+            self._delivery = None
+
+    async def _deliver_forever(self) -> None:
+        """POST pending updates one by one, in order; keep an update until it is accepted."""
+        state = self._state
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            while not state.closing:
+                await state.wait_until(lambda: bool(state.webhook_url and state.updates), 3600)
+                if state.closing or not state.webhook_url or not state.updates:
+                    continue
+                update = state.updates[0]
+                headers = {}
+                if self._webhook_secret:
+                    headers["X-Telegram-Bot-Api-Secret-Token"] = self._webhook_secret
+                try:
+                    async with session.post(
+                        state.webhook_url, json=update, headers=headers
+                    ) as response:
+                        status = response.status
+                        reason = response.reason or ""
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, reason = 0, type(exc).__name__
+                if 200 <= status < 300:
+                    if state.updates and state.updates[0] is update:
+                        state.updates.pop(0)
+                    continue
+                self._last_error = (
+                    int(time.time()),
+                    f"Wrong response from the webhook: {status} {reason}".strip(),
+                )
+                logger.debug("sandbox: webhook delivery failed (%s); retrying", status)
+                await asyncio.sleep(WEBHOOK_RETRY_SECONDS)
 
     async def send_message(self, params: Params) -> JSONDict:
         """sendMessage."""

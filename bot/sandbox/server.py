@@ -220,6 +220,7 @@ class Sandbox:
         self._runner = None
         self._stopped = True
         self._state.close()
+        await self._bot_api.close()
         try:
             await runner.cleanup()
         finally:
