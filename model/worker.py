@@ -66,14 +66,16 @@ def preload() -> None:
 
 
 def load(path: Path) -> Any:
-    """Load an exported fastai learner for CPU inference, progress bars off."""
-    from fastai.callback.progress import ProgressCallback
-    from fastai.learner import load_learner
+    """Load an exported fastai learner for CPU inference, progress bars off.
 
-    with warnings.catch_warnings():
-        # load_learner warns that unpickling can run code; we only load files we were told to.
-        warnings.simplefilter("ignore")
-        learn = load_learner(path, cpu=True)
+    Learners from other machines and older fastai releases are repaired where possible (see
+    model/compat.py); a learner that is not a single-label classifier is refused.
+    """
+    from fastai.callback.progress import ProgressCallback
+
+    from model.compat import load_learner_compat
+
+    learn, _ = load_learner_compat(path)
     if ProgressCallback in [type(cb) for cb in learn.cbs]:
         learn.remove_cb(ProgressCallback)
     learn.model.eval()
