@@ -13,7 +13,7 @@ from model.types import (
     UnsupportedImage,
 )
 
-READABLE = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+READABLE = "JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP or TIFF"
 
 
 def percent(probability: float) -> str:
@@ -114,7 +114,8 @@ def help_text(
         "Send me a photo and I'll reply with what I think it shows and how confident I am, "
         f"for example “espresso — 95%”. {labels_hint}\n\n"
         "How to use me:\n"
-        "• Send a photo, or an image file (JPEG, PNG, WebP, GIF, BMP, TIFF; up to 20 MB).\n"
+        "• Send a photo, or an image file (JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP, TIFF; up to "
+        "20 MB).\n"
         f"• When I'm less than {percent(threshold)} sure, I list my best guesses instead.\n"
         "• Tap ✅ Right or ❌ Wrong under an answer. After Wrong, pick or type the right label: "
         "your corrections train the next version of the model.\n\n"

@@ -11,14 +11,23 @@ from model.types import CorruptImage, EmptyFile, NotAnImage, TooManyPixels, Unsu
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
+try:
+    # HEIC/HEIF, the iPhone camera's default format, through libheif.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a dependency; this keeps decoding alive
+    pass
 Image.init()  # register every plugin, so that the allow-list below can be checked against them
 # Formats Pillow may try. An allow-list keeps exotic decoders (EPS runs Ghostscript) out of reach.
 # MPO (multi-picture JPEG from some cameras) is its own plugin in older Pillow releases.
 READABLE_FORMATS = tuple(
-    name for name in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF") if name in Image.OPEN
+    name
+    for name in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+    if name in Image.OPEN
 )
 
-# ISO-BMFF brands (bytes 8..12 after "ftyp") that mean a still image we do not read yet.
+# ISO-BMFF brands (bytes 8..12 after "ftyp") of still images: named when no decoder is there.
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}
 

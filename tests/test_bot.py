@@ -73,6 +73,13 @@ def test_a_file_with_a_misleading_type_is_read_by_content(bot: RunningBot) -> No
     assert reply["text"].startswith("espresso — ")
 
 
+def test_an_iphone_heic_file_sent_as_octet_stream_is_classified(bot: RunningBot) -> None:
+    """HEIC, no extension, generic MIME type: what an iPhone's Files app sends."""
+    data = images.encode(images.coffee(), "HEIF")
+    reply = only_reply(bot.send_document(data, "IMG_1234", "application/octet-stream"))
+    assert reply["text"].startswith("espresso — "), reply["text"]
+
+
 def test_exif_rotated_photo_file(bot: RunningBot) -> None:
     """A sideways-stored JPEG with an EXIF orientation tag is turned upright first."""
     upright = images.coffee()

@@ -85,11 +85,26 @@ def test_pixel_limit_is_configurable() -> None:
         decode_image(data, max_pixels=59_999)
 
 
-def test_heic_is_named_as_unsupported() -> None:
-    data = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_iphone_heic_and_avif_decode(fmt: str) -> None:
+    """The iPhone camera's HEIC (and AVIF) are read, orientation and all."""
+    data = images.encode(images.coffee(), fmt)
+    assert data[4:8] == b"ftyp"
+    image = decode_image(data)
+    assert image.size == (600, 400) and image.mode == "RGB"
+
+
+def test_a_broken_heic_is_corrupt_not_a_crash() -> None:
+    data = images.encode(images.coffee(), "HEIF")
+    with pytest.raises((CorruptImage, NotAnImage)):
+        decode_image(data[: len(data) // 3])
+
+
+def test_svg_is_named_as_unsupported() -> None:
+    data = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>'
     with pytest.raises(UnsupportedImage) as caught:
         decode_image(data)
-    assert caught.value.kind == "HEIC"
+    assert caught.value.kind == "SVG"
 
 
 @pytest.mark.parametrize(
