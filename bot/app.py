@@ -6,6 +6,7 @@ import logging
 
 from telegram import Update
 from telegram.ext import (
+    AIORateLimiter,
     ApplicationBuilder,
     CallbackQueryHandler,
     CommandHandler,
@@ -32,6 +33,11 @@ def build_application(services: Services) -> BotApp:
         .base_url(f"{api}/bot")
         .base_file_url(f"{api}/file/bot")
         .context_types(ContextTypes(context=Ctx))
+        # Telegram allows about 30 messages a second overall and 20 a minute per group; past
+        # that it answers 429 with retry_after. The limiter paces sends and retries those.
+        .rate_limiter(
+            AIORateLimiter(overall_max_rate=settings.max_messages_per_second, max_retries=5)
+        )
         # Without this, updates are processed one by one: one slow photo would block the chat.
         .concurrent_updates(True)
         .build()

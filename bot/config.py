@@ -61,6 +61,7 @@ class Settings:
     max_image_pixels: int = 50_000_000
     max_download_mb: float = 20.0
     classify_timeout: float = 30.0
+    max_messages_per_second: float = 30.0
     inference_device: str = "auto"
     workers: int | None = None
     inference_threads: int = 1
@@ -132,6 +133,9 @@ def load_settings(
         ),
         classify_timeout=reader.get(
             "CLASSIFY_TIMEOUT", _float_between(1, 600), defaults.classify_timeout
+        ),
+        max_messages_per_second=reader.get(
+            "MAX_MESSAGES_PER_SECOND", _float_between(1, 10_000), defaults.max_messages_per_second
         ),
         inference_device=reader.get("INFERENCE_DEVICE", _device, defaults.inference_device),
         workers=reader.get("WORKERS", _int_between(1, 64), None),

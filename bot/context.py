@@ -46,7 +46,7 @@ class Services:
 SERVICES_KEY = "services"
 
 
-class Ctx(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+class Ctx(CallbackContext[ExtBot[Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
     """Callback context with typed access to the `Services`."""
 
     @property
@@ -57,4 +57,4 @@ class Ctx(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any
         return services
 
 
-BotApp = Application[ExtBot[None], Ctx, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any]
+BotApp = Application[ExtBot[Any], Ctx, dict[Any, Any], dict[Any, Any], dict[Any, Any], Any]

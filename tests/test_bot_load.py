@@ -54,3 +54,24 @@ def test_sigterm_answers_photos_in_flight_then_exits_zero(tmp_path: Path) -> Non
     texts = [a["replies"][0]["text"] if a["replies"] else None for a in answers]
     assert all(t is not None and t.startswith("espresso — ") for t in texts), texts
     assert typing and all(t.get("action") == "typing" for t in typing)
+
+
+def test_flood_limits_are_waited_out_and_no_reply_is_lost(tmp_path: Path) -> None:
+    """Every 5th sendMessage answered 429 (retry_after 1 s): 20 photos still get 20 replies."""
+    bot = start_bot(tmp_path)
+    try:
+        flood = bot.client.post(
+            "/_sandbox/flood", data={"method": "sendMessage", "every": "5", "retry_after": "1"}
+        )
+        assert flood.status_code == 200, flood.text
+        photo = images.coffee_jpeg()
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(
+                pool.map(lambda n: bot.send_photo(photo, user_id=700 + n, wait=90), range(20))
+            )
+        texts = [a["replies"][0]["text"] for a in answers if a["replies"]]
+        assert len(texts) == 20 and all(t.startswith("espresso") for t in texts), texts
+        # 20 replies took at least 24 calls: the refused ones were retried, not dropped.
+        assert len(bot.calls("sendMessage")) >= 24
+    finally:
+        assert bot.stop() == 0

@@ -225,6 +225,22 @@ class BotApi:
             return json_error(exc.code, exc.description)
         self._state.record_call(name, params.loggable())
         logger.debug("bot api call: %s", name)
+        flood = self._state.flood.get(name.lower())
+        if flood is not None:
+            every, retry_after = flood
+            count = self._state.flood_counts.get(name.lower(), 0) + 1
+            self._state.flood_counts[name.lower()] = count
+            if count % every == 0:
+                # What Telegram answers past its flood limits: nothing was done, try later.
+                return web.json_response(
+                    {
+                        "ok": False,
+                        "error_code": 429,
+                        "description": f"Too Many Requests: retry after {retry_after}",
+                        "parameters": {"retry_after": retry_after},
+                    },
+                    status=429,
+                )
         try:
             result = await method(params)
         except ApiError as exc:

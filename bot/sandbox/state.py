@@ -128,6 +128,9 @@ class SandboxState:
         self.commands: dict[str, list[JSONDict]] = {}
         self.menu_buttons: dict[str, JSONDict] = {}
         self.webhook_url = ""
+        #: Injected flood control: method (lower case) → (every Nth call fails, retry_after s).
+        self.flood: dict[str, tuple[int, int]] = {}
+        self.flood_counts: dict[str, int] = {}
         self.poll_generation = 0
         self.closing = False
         #: How many times reset() ran: live streams use it to tell their clients to reload.

@@ -131,7 +131,30 @@ class TestApi:
             web.get("/_sandbox/calls", _guard(self.calls)),
             web.get("/_sandbox/files/{file_id}", _guard(self.file)),
             web.post("/_sandbox/reset", _guard(self.reset)),
+            web.post("/_sandbox/flood", _guard(self.set_flood)),
         ]
+
+    async def set_flood(self, request: web.Request) -> web.Response:
+        """POST /_sandbox/flood: answer every Nth call of `method` with 429 + retry_after.
+
+        Fields: method (a Bot API method name), every (N; 0 turns it off), retry_after (s).
+        """
+        params = Params(await read_params(request))
+        method = (params.opt_str("method") or "").lower()
+        if not method:
+            raise SandboxError("method is required")
+        every = params.opt_int("every") or 0
+        retry_after = params.opt_int("retry_after")
+        if every < 0 or (retry_after is not None and retry_after < 0):
+            raise SandboxError("every and retry_after must not be negative")
+        if every == 0:
+            self._state.flood.pop(method, None)
+        else:
+            self._state.flood[method] = (every, 1 if retry_after is None else retry_after)
+        self._state.flood_counts[method] = 0
+        return web.json_response(
+            {"ok": True, "flood": {m: list(v) for m, v in self._state.flood.items()}}
+        )
 
     # ------------------------------------------------------------------ views
 
