@@ -13,7 +13,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+# The chat page's browser test drives Debian's Chromium (Playwright's own browser download
+# needs the internet); installed here as root when missing, else those tests are skipped.
 setup: $(VENV)/.installed
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && apt-get install -y --no-install-recommends \
+	      chromium chromium-driver fonts-noto-color-emoji; \
+	  else \
+	    echo "note: no /usr/bin/chromium: the chat page's browser tests will be skipped" \
+	      "(run make setup as root, or apt-get install chromium chromium-driver)"; \
+	  fi; \
+	fi
 
 run: setup
 	$(BIN)/python -m bot

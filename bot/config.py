@@ -62,6 +62,7 @@ class Settings:
     max_download_mb: float = 20.0
     classify_timeout: float = 30.0
     max_messages_per_second: float = 30.0
+    album_wait_s: float = 1.0
     inference_device: str = "auto"
     workers: int | None = None
     inference_threads: int = 1
@@ -137,6 +138,7 @@ def load_settings(
         max_messages_per_second=reader.get(
             "MAX_MESSAGES_PER_SECOND", _float_between(1, 10_000), defaults.max_messages_per_second
         ),
+        album_wait_s=reader.get("ALBUM_WAIT_MS", _float_between(0, 10_000), 1000.0) / 1000,
         inference_device=reader.get("INFERENCE_DEVICE", _device, defaults.inference_device),
         workers=reader.get("WORKERS", _int_between(1, 64), None),
         inference_threads=reader.get(

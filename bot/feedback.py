@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest, TelegramError
@@ -22,11 +23,68 @@ def prediction_text(record: PredictionRecord, threshold: float) -> str:
     return replies.prediction_text(prediction, threshold)
 
 
-def final_text(record: PredictionRecord, verdict: VerdictRecord, threshold: float) -> str:
-    """The prediction with the recorded verdict under it."""
-    return replies.with_footer(
-        prediction_text(record, threshold), replies.verdict_footer(verdict.kind, verdict.label)
-    )
+@dataclass(frozen=True)
+class Answer:
+    """Everything one bot message answers: one photo, or each photo of an album."""
+
+    records: list[PredictionRecord]
+    verdicts: dict[str, VerdictRecord]
+
+    @property
+    def is_album(self) -> bool:
+        return len(self.records) > 1
+
+    def number(self, record: PredictionRecord) -> int:
+        return next(i for i, r in enumerate(self.records, 1) if r.id == record.id)
+
+    def text(self, threshold: float) -> str:
+        """The message as it stands: predictions, with each recorded verdict."""
+        if not self.is_album:
+            (record,) = self.records
+            base = prediction_text(record, threshold)
+            verdict = self.verdicts.get(record.id)
+            if verdict is None:
+                return base
+            return replies.with_footer(base, replies.verdict_footer(verdict.kind, verdict.label))
+        lines = []
+        for number, record in enumerate(self.records, 1):
+            line = f"{number}. {prediction_text(record, threshold)}"
+            verdict = self.verdicts.get(record.id)
+            if verdict is not None:
+                line += f"  {replies.verdict_mark(verdict.kind, verdict.label)}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def keyboard(self) -> InlineKeyboardMarkup | None:
+        """Right/Wrong for every prediction still without a verdict."""
+        open_records = [r for r in self.records if r.id not in self.verdicts]
+        if not open_records:
+            return None
+        if not self.is_album:
+            return keyboards.verdict_keyboard(open_records[0].id)
+        return keyboards.album_keyboard([(self.number(r), r.id) for r in open_records])
+
+    def asking(self, record: PredictionRecord, prompt: str, threshold: float) -> str:
+        """The message while asking about one of its predictions."""
+        if self.is_album:
+            prompt = f"Photo {self.number(record)}: {prompt}"
+        return replies.with_footer(self.text(threshold), prompt)
+
+
+async def load_answer(context: Ctx, record: PredictionRecord) -> Answer:
+    """The predictions the message of `record` answers, with their verdicts."""
+    log = context.services.feedback
+    records = [record]
+    if record.reply_message_id is not None:
+        records = await log.predictions_for_reply(record.chat_id, record.reply_message_id)
+        if not any(r.id == record.id for r in records):
+            records = [record]
+    verdicts = {}
+    for r in records:
+        verdict = await log.get_verdict(r.id)
+        if verdict is not None:
+            verdicts[r.id] = verdict
+    return Answer(records, verdicts)
 
 
 async def on_verdict_button(update: Update, context: Ctx) -> None:
@@ -57,35 +115,34 @@ async def on_verdict_button(update: Update, context: Ctx) -> None:
     if query.from_user.id != record.user_id:
         await query.answer(replies.ONLY_SENDER, show_alert=True)
         return
-    verdict = await log.get_verdict(record.id)
-    if verdict is not None:
+    answer = await load_answer(context, record)
+    if record.id in answer.verdicts:
         # A second tap, an old message, or a tap after a restart: show what stands.
         await query.answer(replies.ALREADY)
-        await _edit(query, text=final_text(record, verdict, threshold), reply_markup=None)
+        await _edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
         return
 
-    base = prediction_text(record, threshold)
     labels = context.services.classifier.labels_for(record.model)
     if action.action == "x":
         await query.answer()
     elif action.action == "b":
         await query.answer()
-        await _edit(query, text=base, reply_markup=keyboards.verdict_keyboard(record.id))
+        await _edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
     elif action.action == "w":
         await query.answer()
         await log.clear_pending_label(chat_id=record.chat_id, user_id=record.user_id)
         await _edit(
             query,
-            text=replies.with_footer(base, replies.ASK_LABEL),
+            text=answer.asking(record, replies.ASK_LABEL, threshold),
             reply_markup=keyboards.correction_keyboard(record.id, record.scores, bool(labels)),
         )
     elif action.action == "p" and labels:
         await query.answer()
         page = min(action.number, keyboards.pages(labels) - 1)
-        footer = replies.BROWSE_LABELS.format(page=page + 1, pages=keyboards.pages(labels))
+        prompt = replies.BROWSE_LABELS.format(page=page + 1, pages=keyboards.pages(labels))
         await _edit(
             query,
-            text=replies.with_footer(base, footer),
+            text=answer.asking(record, prompt, threshold),
             reply_markup=keyboards.labels_keyboard(record.id, labels, page),
         )
     elif action.action == "t":
@@ -95,7 +152,7 @@ async def on_verdict_button(update: Update, context: Ctx) -> None:
         )
         await _edit(
             query,
-            text=replies.with_footer(base, replies.TYPE_LABEL),
+            text=answer.asking(record, replies.TYPE_LABEL, threshold),
             reply_markup=keyboards.typing_keyboard(record.id),
         )
     elif action.action == "r":
@@ -118,8 +175,24 @@ async def _decide(
         await query.answer(replies.verdict_footer(verdict.kind, verdict.label)[:200])
     else:  # a simultaneous tap got there first
         await query.answer(replies.ALREADY)
-    text = final_text(record, verdict, context.services.settings.confidence_threshold)
-    await _edit(query, text=text, reply_markup=None)
+    answer = await load_answer(context, record)
+    threshold = context.services.settings.confidence_threshold
+    await _edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
+
+
+async def refresh(context: Ctx, record: PredictionRecord) -> None:
+    """Re-render the bot message that answers `record` (after a typed label or /cancel)."""
+    if record.reply_message_id is None:
+        return
+    answer = await load_answer(context, record)
+    threshold = context.services.settings.confidence_threshold
+    with contextlib.suppress(TelegramError):
+        await context.bot.edit_message_text(
+            answer.text(threshold),
+            chat_id=record.chat_id,
+            message_id=record.reply_message_id,
+            reply_markup=answer.keyboard(),
+        )
 
 
 async def record_verdict(
@@ -173,20 +246,12 @@ async def on_text(update: Update, context: Ctx) -> None:
     except InvalidVerdict as exc:
         await message.reply_text(f"{exc} Please type the label again, or /cancel.", do_quote=True)
         return
-    threshold = context.services.settings.confidence_threshold
     if recorded and verdict.label is not None:
         text = replies.stored_label_text(verdict.label, verdict.label in labels)
     else:
         text = replies.ALREADY
     await message.reply_text(text, do_quote=True)
-    if record.reply_message_id is not None:
-        with contextlib.suppress(TelegramError):
-            await context.bot.edit_message_text(
-                final_text(record, verdict, threshold),
-                chat_id=record.chat_id,
-                message_id=record.reply_message_id,
-                reply_markup=None,
-            )
+    await refresh(context, record)
 
 
 async def on_cancel(update: Update, context: Ctx) -> None:
@@ -203,15 +268,8 @@ async def on_cancel(update: Update, context: Ctx) -> None:
     await log.clear_pending_label(chat_id=message.chat_id, user_id=user.id)
     await message.reply_text(replies.CANCELLED)
     record = await log.get_prediction(pending)
-    if record is not None and record.reply_message_id is not None:
-        threshold = context.services.settings.confidence_threshold
-        with contextlib.suppress(TelegramError):
-            await context.bot.edit_message_text(
-                prediction_text(record, threshold),
-                chat_id=record.chat_id,
-                message_id=record.reply_message_id,
-                reply_markup=keyboards.verdict_keyboard(record.id),
-            )
+    if record is not None:
+        await refresh(context, record)
 
 
 async def on_forget(update: Update, context: Ctx) -> None:

@@ -71,6 +71,19 @@ def verdict_keyboard(prediction_id: str) -> InlineKeyboardMarkup:
     )
 
 
+def album_keyboard(items: Sequence[tuple[int, str]]) -> InlineKeyboardMarkup:
+    """Right/Wrong per photo of an album: (number in the album, prediction id)."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                _button(f"{number} ✅", f"v:{prediction_id}:r"),
+                _button(f"{number} ❌", f"v:{prediction_id}:w"),
+            ]
+            for number, prediction_id in items
+        ]
+    )
+
+
 def correction_keyboard(
     prediction_id: str, scores: Sequence[LabelScore], can_browse: bool
 ) -> InlineKeyboardMarkup:

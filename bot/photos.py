@@ -7,13 +7,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from telegram import Message, Update
+from telegram import Message, PhotoSize, Update
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
 from bot import keyboards, replies
 from bot.context import Ctx
+from model.feedback import PredictionRecord
 from model.types import (
     ClassifierBusy,
     ClassifierError,
@@ -30,12 +32,23 @@ TYPING_REFRESH_S = 4.5  # Telegram shows "typing…" for about 5 s per chat acti
 TYPING_DELAY_S = 0.25
 
 
+def largest_photo(message: Message) -> PhotoSize:
+    """The biggest rendition by pixels (not by position in the list)."""
+    return max(message.photo, key=lambda size: (size.width * size.height, size.file_size or 0))
+
+
 async def on_photo(update: Update, context: Ctx) -> None:
-    """A photo: classify its largest size."""
+    """A photo: classify its largest size; photos of an album are answered together."""
     message = update.effective_message
     if message is None or not message.photo:
         return
-    largest = max(message.photo, key=lambda size: (size.width * size.height, size.file_size or 0))
+    if message.media_group_id is not None:
+        albums: AlbumCollector = context.bot_data.setdefault(
+            ALBUMS_KEY, AlbumCollector(context.services.settings.album_wait_s)
+        )
+        albums.add(message, context)
+        return
+    largest = largest_photo(message)
     await _classify_file(
         message, context, largest.file_id, largest.file_unique_id, largest.file_size
     )
@@ -80,76 +93,175 @@ async def _classify_and_reply(
     message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
 ) -> str:
     """Fetch, classify and answer one image; returns the outcome for the metrics."""
-    settings = context.services.settings
-    limit = settings.max_download_bytes
-    if file_size is not None and file_size > limit:
-        await message.reply_text(replies.too_big_text(file_size, limit), do_quote=True)
-        return "too_big"
     async with _typing(message):
-        try:
-            file = await context.bot.get_file(file_id)
-            data = bytes(await file.download_as_bytearray())
-        except BadRequest as exc:
-            if "too big" in exc.message.lower():
-                size = file_size if file_size is not None else limit + 1
-                await message.reply_text(replies.too_big_text(size, limit), do_quote=True)
-                return "too_big"
-            raise
-        if len(data) > limit:
-            await message.reply_text(replies.too_big_text(len(data), limit), do_quote=True)
-            return "too_big"
-        try:
-            prediction = await context.services.classifier.classify(data)
-        except ImageRejected as exc:
-            logger.info("image rejected in chat %r: %r", message.chat_id, exc)
-            text, outcome = replies.rejection_text(exc), "rejected"
-        except ClassifierBusy as exc:
-            logger.info("busy: %s", exc)
-            text, outcome = replies.BUSY, "busy"
-        except ClassifierUnavailable as exc:
-            logger.warning("classifier unavailable: %s", exc)
-            text, outcome = replies.UNAVAILABLE, "unavailable"
-        except ClassifierError as exc:
-            logger.warning("classification failed: %s", exc)
-            text, outcome = replies.MODEL_FAILED, "failed"
-        else:
-            await _answer(message, context, prediction, data, file_id, file_unique_id)
-            return "answered"
-    await message.reply_text(text, do_quote=True)
-    return outcome
-
-
-async def _answer(
-    message: Message,
-    context: Ctx,
-    prediction: Prediction,
-    data: bytes,
-    file_id: str,
-    file_unique_id: str,
-) -> None:
-    """Reply with the prediction and Right/Wrong buttons, logging it first."""
+        result = await _fetch_and_classify(context, file_id, file_size)
+    if result.prediction is None:
+        await message.reply_text(result.text, do_quote=True)
+        return result.outcome
     settings = context.services.settings
-    text = replies.prediction_text(prediction, settings.confidence_threshold)
-    user = message.from_user
-    if user is None:  # a channel post: nobody to ask for a verdict
+    text = replies.prediction_text(result.prediction, settings.confidence_threshold)
+    record = await _record(message, context, result, file_id, file_unique_id)
+    if record is None:  # a channel post: nobody to ask for a verdict
         await message.reply_text(text, do_quote=True)
-        return
-    uncertain = prediction.top.probability < settings.confidence_threshold
-    # Written before the reply, so the buttons work even if the bot restarts right after.
-    record = await context.services.feedback.record_prediction(
+        return result.outcome
+    reply = await message.reply_text(
+        text, do_quote=True, reply_markup=keyboards.verdict_keyboard(record.id)
+    )
+    await context.services.feedback.set_reply_message(record.id, reply.message_id)
+    return result.outcome
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What became of one image: a prediction, or the text explaining why not."""
+
+    outcome: str
+    prediction: Prediction | None = None
+    text: str = ""
+    data: bytes = b""
+
+
+async def _fetch_and_classify(context: Ctx, file_id: str, file_size: int | None) -> Classified:
+    limit = context.services.settings.max_download_bytes
+    if file_size is not None and file_size > limit:
+        return Classified("too_big", text=replies.too_big_text(file_size, limit))
+    try:
+        file = await context.bot.get_file(file_id)
+        data = bytes(await file.download_as_bytearray())
+    except BadRequest as exc:
+        if "too big" in exc.message.lower():
+            size = file_size if file_size is not None else limit + 1
+            return Classified("too_big", text=replies.too_big_text(size, limit))
+        raise
+    if len(data) > limit:
+        return Classified("too_big", text=replies.too_big_text(len(data), limit))
+    try:
+        prediction = await context.services.classifier.classify(data)
+    except ImageRejected as exc:
+        logger.info("image rejected: %r", exc)
+        return Classified("rejected", text=replies.rejection_text(exc))
+    except ClassifierBusy as exc:
+        logger.info("busy: %s", exc)
+        return Classified("busy", text=replies.BUSY)
+    except ClassifierUnavailable as exc:
+        logger.warning("classifier unavailable: %s", exc)
+        return Classified("unavailable", text=replies.UNAVAILABLE)
+    except ClassifierError as exc:
+        logger.warning("classification failed: %s", exc)
+        return Classified("failed", text=replies.MODEL_FAILED)
+    return Classified("answered", prediction, data=data)
+
+
+async def _record(
+    message: Message, context: Ctx, result: Classified, file_id: str, file_unique_id: str
+) -> PredictionRecord | None:
+    """Log the prediction before replying, so its buttons survive a restart right after."""
+    user = message.from_user
+    if user is None or result.prediction is None:
+        return None
+    settings = context.services.settings
+    uncertain = result.prediction.top.probability < settings.confidence_threshold
+    return await context.services.feedback.record_prediction(
         chat_id=message.chat_id,
         user_id=user.id,
         message_id=message.message_id,
         file_id=file_id,
         file_unique_id=file_unique_id,
-        prediction=prediction,
+        prediction=result.prediction,
         uncertain=uncertain,
-        image=data if uncertain and settings.keep_uncertain_images else None,
+        image=result.data if uncertain and settings.keep_uncertain_images else None,
     )
-    reply = await message.reply_text(
-        text, do_quote=True, reply_markup=keyboards.verdict_keyboard(record.id)
-    )
-    await context.services.feedback.set_reply_message(record.id, reply.message_id)
+
+
+ALBUMS_KEY = "albums"
+
+
+@dataclass
+class _Album:
+    messages: list[Message]
+    last: float
+
+
+class AlbumCollector:
+    """Gathers the photos of an album (one `media_group_id`) to answer them in one reply.
+
+    Telegram delivers an album as separate updates a few milliseconds apart; the reply goes
+    out once no new photo of the album arrived for `wait_s`.
+    """
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self._albums: dict[tuple[int, str], _Album] = {}
+
+    def add(self, message: Message, context: Ctx) -> None:
+        """Add a photo; the first photo of an album schedules the answer."""
+        assert message.media_group_id is not None
+        key = (message.chat_id, message.media_group_id)
+        now = asyncio.get_running_loop().time()
+        album = self._albums.get(key)
+        if album is not None:
+            album.messages.append(message)
+            album.last = now
+            return
+        self._albums[key] = _Album([message], now)
+        # Through the application, so that a shutdown waits for the answer.
+        context.application.create_task(self._answer_when_complete(key, context))
+
+    async def _answer_when_complete(self, key: tuple[int, str], context: Ctx) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            album = self._albums[key]
+            remaining = album.last + self.wait_s - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(remaining)
+        del self._albums[key]
+        messages = sorted(album.messages, key=lambda m: m.message_id)
+        metrics = context.services.metrics
+        started = time.perf_counter()
+        try:
+            outcomes = await answer_album(messages, context)
+        except Exception:
+            logger.exception("could not answer an album of %d photo(s)", len(messages))
+            await messages[0].reply_text(replies.SOMETHING_WENT_WRONG, do_quote=True)
+            return
+        elapsed = time.perf_counter() - started
+        for outcome in outcomes:
+            metrics.photos.labels(outcome).inc()
+            metrics.photo_seconds.observe(elapsed)
+
+
+async def answer_album(messages: list[Message], context: Ctx) -> list[str]:
+    """One reply for the whole album: a numbered line and Right/Wrong per photo."""
+    first = messages[0]
+    threshold = context.services.settings.confidence_threshold
+    async with _typing(first):
+        sizes = [largest_photo(m) for m in messages]
+        results = await asyncio.gather(
+            *(_fetch_and_classify(context, s.file_id, s.file_size) for s in sizes)
+        )
+    lines: list[str] = []
+    failures: list[str] = []
+    records: list[tuple[int, PredictionRecord]] = []
+    for position, (message, size, result) in enumerate(
+        zip(messages, sizes, results, strict=True), 1
+    ):
+        if result.prediction is None:
+            failures.append(f"Photo {position}: {result.text}")
+            continue
+        record = await _record(message, context, result, size.file_id, size.file_unique_id)
+        number = len(lines) + 1
+        lines.append(f"{number}. {replies.prediction_text(result.prediction, threshold)}")
+        if record is not None:
+            records.append((number, record))
+    text = "\n".join(lines) if lines else "I couldn't classify any photo of this album."
+    if failures:
+        text = replies.with_footer(text, "\n".join(failures))
+    markup = keyboards.album_keyboard([(n, r.id) for n, r in records]) if records else None
+    reply = await first.reply_text(text, do_quote=True, reply_markup=markup)
+    for _, record in records:
+        await context.services.feedback.set_reply_message(record.id, reply.message_id)
+    return [result.outcome for result in results]
 
 
 @contextlib.asynccontextmanager

@@ -157,6 +157,20 @@ def verdict_footer(kind: str, label: str | None) -> str:
     return "🤷 Recorded as not sure. Thank you!"
 
 
+def verdict_mark(kind: str, label: str | None) -> str:
+    """The short status after one line of an album reply."""
+    if kind == "right":
+        return "✅"
+    if kind == "wrong":
+        return f"❌ → {label}"
+    return "🤷"
+
+
+def album_line_error(number: int, text: str) -> str:
+    """One album line for a photo that could not be classified."""
+    return f"{number}. {text}"
+
+
 def with_footer(prediction_text: str, footer: str) -> str:
     """A prediction message with a status line under it."""
     return f"{prediction_text}\n\n{footer}"

@@ -197,6 +197,12 @@ class FeedbackLog(Protocol):
         """The verdict on this prediction, if any."""
         ...
 
+    async def predictions_for_reply(
+        self, chat_id: int, reply_message_id: int
+    ) -> list[PredictionRecord]:
+        """Every prediction one bot message answers (several for an album), in order."""
+        ...
+
     async def record_verdict(
         self,
         prediction_id: str,
@@ -300,6 +306,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX pending_labels_user_id ON pending_labels (user_id)",
         "CREATE INDEX pending_labels_prediction_id ON pending_labels (prediction_id)",
     ),
+    # 2: albums — one bot reply answers several predictions.
+    ("CREATE INDEX predictions_reply ON predictions (chat_id, reply_message_id)",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -570,6 +578,15 @@ class FeedbackStore:
     def get_prediction(self, prediction_id: str) -> PredictionRecord | None:
         """The prediction with this id, or None for an unknown or forged id."""
         return self._prediction(prediction_id)
+
+    def predictions_for_reply(self, chat_id: int, reply_message_id: int) -> list[PredictionRecord]:
+        """Every prediction one bot message answers (several for an album), in order."""
+        rows = self._conn.execute(
+            f"SELECT {_PREDICTION_COLUMNS} FROM predictions p"
+            " WHERE p.chat_id = ? AND p.reply_message_id = ? ORDER BY p.message_id, p.created",
+            (chat_id, reply_message_id),
+        ).fetchall()
+        return [_prediction_from_row(row) for row in rows]
 
     def _prediction(self, prediction_id: str) -> PredictionRecord | None:
         row = self._conn.execute(
@@ -988,6 +1005,12 @@ class SqliteFeedbackLog:
     async def get_prediction(self, prediction_id: str) -> PredictionRecord | None:
         """The prediction with this id, or None for an unknown or forged id."""
         return await self._call(self._store.get_prediction, prediction_id)
+
+    async def predictions_for_reply(
+        self, chat_id: int, reply_message_id: int
+    ) -> list[PredictionRecord]:
+        """Every prediction one bot message answers (several for an album), in order."""
+        return await self._call(self._store.predictions_for_reply, chat_id, reply_message_id)
 
     async def get_verdict(self, prediction_id: str) -> VerdictRecord | None:
         """The verdict on this prediction, if any."""

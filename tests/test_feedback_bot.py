@@ -278,3 +278,47 @@ def test_buttons_work_after_a_restart_and_a_kill_loses_no_verdict(bot: RunningBo
     assert verdict is not None and verdict.kind == "wrong"
     bot.restart()
     assert photo_reply(bot, 3041)["text"].startswith("espresso")
+
+
+def wait_for_bot_reply(bot: RunningBot, chat_id: int, reply_to: int) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for message in bot.messages(chat_id):
+            quoted = (message.get("reply_to_message") or {}).get("message_id")
+            if message["from_bot"] and quoted == reply_to:
+                return message
+        time.sleep(0.1)
+    raise AssertionError("no reply to the album")
+
+
+def test_an_album_gets_one_reply_with_a_line_and_buttons_per_photo(bot: RunningBot) -> None:
+    """Four photos sent as an album: one reply, four numbered lines in order, 4 × ✅/❌."""
+    import time
+
+    user = 3050
+    photos = [images.coffee_jpeg(), images.chelsea_jpeg()] * 2
+    ids = [
+        bot.send_photo(p, user_id=user, media_group_id="album-1", wait=0)["message"]["message_id"]
+        for p in photos
+    ]
+    reply = wait_for_bot_reply(bot, user, ids[0])
+    time.sleep(1.5)  # nothing else comes: one reply for the album
+    bot_messages = [m for m in bot.messages(user) if m["from_bot"]]
+    assert len(bot_messages) == 1
+    lines = reply["text"].splitlines()
+    assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4"]
+    assert lines[0].startswith("1. espresso") and lines[2].startswith("3. espresso")
+    assert "espresso" not in lines[1] and "espresso" not in lines[3]
+    keys = buttons(reply)
+    assert {f"{n} ✅" for n in range(1, 5)} | {f"{n} ❌" for n in range(1, 5)} == set(keys)
+
+    asked = edited(bot.press(reply["message_id"], keys["2 ❌"], user_id=user))
+    assert "Photo 2: ❌ What is it?" in asked["text"]
+    pick = next(d for d in buttons(asked).values() if ":c:" in d)
+    done = edited(bot.press(reply["message_id"], pick, user_id=user))
+    assert "❌ → " in done["text"].splitlines()[1]
+    assert set(buttons(done)) == {f"{n} {m}" for n in (1, 3, 4) for m in ("✅", "❌")}
+    right = edited(bot.press(reply["message_id"], buttons(done)["1 ✅"], user_id=user))
+    assert right["text"].splitlines()[0].endswith("✅")

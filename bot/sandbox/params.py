@@ -114,7 +114,9 @@ async def read_params(request: web.Request) -> JSONDict:
             except web.HTTPException:
                 raise
             except Exception as exc:
-                raise bad_request("can't parse request body") from exc
+                raise bad_request(
+                    f"can't parse request body ({type(exc).__name__}: {exc})"
+                ) from exc
             for key, value in form.items():
                 if isinstance(value, web.FileField):
                     values[key] = Upload(value.file.read(), value.filename, value.content_type)

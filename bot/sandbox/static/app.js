@@ -412,7 +412,7 @@
     const text = message.text ?? message.caption;
     if (media) {
       bubble.classList.add("media");
-      if (!text) bubble.classList.add("bare");
+      if (!text && media instanceof HTMLImageElement) bubble.classList.add("bare");
       bubble.append(media);
     }
     // The time floats at the end of the text's last line when it fits there, as in Telegram.
