@@ -69,9 +69,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     metrics.watch_pool(classifier.stats)
     classifier.set_observer(metrics.observe_batch)
     feedback_log = await SqliteFeedbackLog.open(settings.data_dir)
-    services = Services(
-        settings=settings, classifier=classifier, feedback=feedback_log, metrics=metrics
-    )
+    services = Services.create(settings, classifier, feedback_log, metrics)
     application = build_application(services)
     webhook = settings.webhook_url is not None
     web = WebServer(

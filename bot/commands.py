@@ -29,7 +29,7 @@ def _help(context: Ctx) -> str:
     settings = context.services.settings
     return replies.help_text(
         replies.labels_hint(context.services.classifier.model_name),
-        settings.confidence_threshold,
+        context.services.tunables.confidence_threshold,
         settings.retention_days,
         settings.keep_uncertain_images,
     )

@@ -52,6 +52,8 @@ class Settings:
     telegram_token: Secret | None = None
     telegram_api_url: str = "https://api.telegram.org"
     admin_ids: frozenset[int] = field(default_factory=frozenset)
+    allowed_user_ids: frozenset[int] | None = None
+    training_data_dir: Path | None = None
     data_dir: Path = Path("data")
     model_path: Path | None = None
     confidence_threshold: float = 0.5
@@ -114,6 +116,8 @@ def load_settings(
         telegram_token=token,
         telegram_api_url=api_url,
         admin_ids=reader.get("ADMIN_IDS", _id_set, frozenset()),
+        allowed_user_ids=reader.get("ALLOWED_USER_IDS", _id_set, None),
+        training_data_dir=reader.get("TRAINING_DATA_DIR", _existing_dir, None),
         data_dir=reader.get("DATA_DIR", Path, defaults.data_dir),
         model_path=reader.get("MODEL_PATH", _existing_file, None),
         confidence_threshold=reader.get(
@@ -220,6 +224,13 @@ def _existing_file(raw: str) -> Path:
     path = Path(raw).expanduser()
     if not path.is_file():
         raise ValueError(f"no such file: {raw!r}")
+    return path
+
+
+def _existing_dir(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"no such folder: {raw!r}")
     return path
 
 

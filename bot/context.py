@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from telegram.ext import Application, CallbackContext, ExtBot
@@ -33,6 +34,13 @@ class ImageClassifier(Protocol):
         ...
 
 
+@dataclass
+class Tunables:
+    """Settings admins change while the bot runs (persisted in the feedback log)."""
+
+    confidence_threshold: float
+
+
 @dataclass(frozen=True)
 class Services:
     """Everything long-lived the handlers use; put into `bot_data` once."""
@@ -41,6 +49,21 @@ class Services:
     classifier: ImageClassifier
     feedback: FeedbackLog
     metrics: Metrics
+    tunables: Tunables = field(default_factory=lambda: Tunables(0.5))
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        classifier: ImageClassifier,
+        feedback: FeedbackLog,
+        metrics: Metrics,
+    ) -> Services:
+        """Services with the tunables taken from the settings."""
+        return cls(
+            settings, classifier, feedback, metrics, Tunables(settings.confidence_threshold)
+        )
 
 
 SERVICES_KEY = "services"

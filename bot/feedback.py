@@ -98,7 +98,7 @@ async def on_verdict_button(update: Update, context: Ctx) -> None:
         return
     services = context.services
     log = services.feedback
-    threshold = services.settings.confidence_threshold
+    threshold = services.tunables.confidence_threshold
     record = await log.get_prediction(action.prediction_id)
     if record is None:
         await query.answer(replies.EXPIRED, show_alert=True)
@@ -176,7 +176,7 @@ async def _decide(
     else:  # a simultaneous tap got there first
         await query.answer(replies.ALREADY)
     answer = await load_answer(context, record)
-    threshold = context.services.settings.confidence_threshold
+    threshold = context.services.tunables.confidence_threshold
     await _edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
 
 
@@ -185,7 +185,7 @@ async def refresh(context: Ctx, record: PredictionRecord) -> None:
     if record.reply_message_id is None:
         return
     answer = await load_answer(context, record)
-    threshold = context.services.settings.confidence_threshold
+    threshold = context.services.tunables.confidence_threshold
     with contextlib.suppress(TelegramError):
         await context.bot.edit_message_text(
             answer.text(threshold),

@@ -98,8 +98,9 @@ async def _classify_and_reply(
     if result.prediction is None:
         await message.reply_text(result.text, do_quote=True)
         return result.outcome
-    settings = context.services.settings
-    text = replies.prediction_text(result.prediction, settings.confidence_threshold)
+    text = replies.prediction_text(
+        result.prediction, context.services.tunables.confidence_threshold
+    )
     record = await _record(message, context, result, file_id, file_unique_id)
     if record is None:  # a channel post: nobody to ask for a verdict
         await message.reply_text(text, do_quote=True)
@@ -160,7 +161,7 @@ async def _record(
     if user is None or result.prediction is None:
         return None
     settings = context.services.settings
-    uncertain = result.prediction.top.probability < settings.confidence_threshold
+    uncertain = result.prediction.top.probability < context.services.tunables.confidence_threshold
     return await context.services.feedback.record_prediction(
         chat_id=message.chat_id,
         user_id=user.id,
@@ -234,7 +235,7 @@ class AlbumCollector:
 async def answer_album(messages: list[Message], context: Ctx) -> list[str]:
     """One reply for the whole album: a numbered line and Right/Wrong per photo."""
     first = messages[0]
-    threshold = context.services.settings.confidence_threshold
+    threshold = context.services.tunables.confidence_threshold
     async with _typing(first):
         sizes = [largest_photo(m) for m in messages]
         results = await asyncio.gather(

@@ -214,3 +214,12 @@ def forgotten_text(predictions: int, verdicts: int, images: int) -> str:
 
 
 FORGET_KEPT = "OK, nothing was deleted."
+
+
+# ---------------------------------------------------------------------------- admins
+
+ADMINS_ONLY = "Sorry, this command is for the bot's admins."
+NOT_ALLOWED = (
+    "Sorry, this bot is private: its operator has not given you access. "
+    "I won't answer your messages."
+)
