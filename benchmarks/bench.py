@@ -42,6 +42,7 @@ class Result:
     images_per_s: float
     latencies_ms: list[float]
     memory: dict[str, float] | None = None
+    cpu_ms_per_photo: dict[str, float] | None = None
 
     def pct(self, p: int) -> float:
         if not self.latencies_ms:
@@ -221,6 +222,23 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(root: int) -> dict[str, float]:
+    """CPU seconds so far: the bot process, its workers (and fork server), and this process
+    (the sandbox and the simulated users)."""
+    tree = process_tree(root)
+    own = os.times()
+    return {
+        "bot process": cpu_seconds(root),
+        "workers": sum(cpu_seconds(pid) for pid in tree if pid != root),
+        "sandbox + users": own.user + own.system,
+    }
+
+
 def parent_of(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -253,7 +271,9 @@ def tree_memory(root: int) -> dict[str, float]:
 
 
 def measure_bot(levels: list[tuple[int, int]], workdir: Path) -> list[Result]:
-    bot = start_bot(workdir, {"LOG_LEVEL": "WARNING"})
+    # The sandbox has no flood limits; the bot's own pacing (Telegram's ~30 messages/s, which
+    # a real deployment must respect) is lifted so that the pipeline's capacity is measured.
+    bot = start_bot(workdir, {"LOG_LEVEL": "WARNING", "MAX_MESSAGES_PER_SECOND": "10000"})
     data = photo_bytes()
     results = []
     try:
@@ -269,9 +289,15 @@ def measure_bot(levels: list[tuple[int, int]], workdir: Path) -> list[Result]:
         for n in range(4):  # warm every worker
             send(n)
         for users, count in levels:
+            before = cpu_split(bot.process.pid)
             rate, latencies = drive_users(send, users, count)
+            after = cpu_split(bot.process.pid)
             memory = tree_memory(bot.process.pid)
-            results.append(Result(f"bot e2e, {users} users", rate, latencies, memory))
+            result = Result(f"bot e2e, {users} users", rate, latencies, memory)
+            result.cpu_ms_per_photo = {
+                k: (after[k] - before[k]) * 1000 / len(latencies) for k in after
+            }
+            results.append(result)
     finally:
         bot.stop()
     return results
@@ -391,6 +417,10 @@ def main() -> None:
                 f" MiB, PSS {m['pss_total']:.0f} MiB (bot {m['pss_bot']:.0f}, one worker "
                 f"{m['pss_one_worker']:.0f})"
             )
+    for result in bot:
+        if result.cpu_ms_per_photo:
+            split = ", ".join(f"{k} {v:.1f}" for k, v in result.cpu_ms_per_photo.items())
+            print(f"{result.name:24} CPU ms per photo: {split}")
     e2e16 = bot[-1]
     peer16 = peer[-1]
     e2e1 = bot[0]

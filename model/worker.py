@@ -175,6 +175,21 @@ class Engine:
         return [(request_id, results[request_id]) for request_id, _ in items], decode_s, infer_s
 
 
+TRIM_EVERY_S = 2.0
+
+
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
 def serve(conn: Connection, config: WorkerConfig) -> None:
     """Process target: load and warm up the model, report ready, then answer batches."""
     # Ctrl-C in a terminal reaches the whole process group; the pool decides when we stop.
@@ -202,7 +217,14 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         return
     conn.send(("ready", engine.name, os.getpid(), engine.labels))
     logger.info("serving %s with %d thread(s) on %s", engine.name, config.threads, config.device)
+    trim = _malloc_trim()
+    last_trim = time.monotonic()
     while True:
+        if trim is not None and time.monotonic() - last_trim > TRIM_EVERY_S and not conn.poll():
+            # Idle: hand freed batch buffers back to the OS (glibc keeps them otherwise,
+            # and a worker's memory would only ever grow to its busiest moment).
+            trim(0)
+            last_trim = time.monotonic()
         try:
             message = conn.recv()
         except (EOFError, OSError):
