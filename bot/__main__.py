@@ -11,17 +11,21 @@ import socket
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from telegram import Update
 
+from bot.access import set_command_menus
 from bot.app import build_application
 from bot.config import ConfigError, Secret, Settings, load_settings
 from bot.context import Services
 from bot.logs import RedactFilter, configure_logging
 from bot.metrics import Metrics
 from bot.web import WebServer
+from model.default import DEFAULT_MODEL_FILE
 from model.feedback import FeedbackLog, SqliteFeedbackLog
 from model.pool import Classifier, PoolConfig
+from model.registry import Registry, RegistryError
 from model.worker import WorkerConfig
 
 logger = logging.getLogger("bot")
@@ -64,12 +68,22 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         logger.info("no TELEGRAM_TOKEN set: using the local sandbox Bot API at %s", url)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    classifier = build_classifier(settings)
+    registry = Registry(settings.models_dir)
+    try:
+        model_path = choose_model(settings, registry)
+    except RegistryError as exc:
+        logger.error("cannot load the active model: %s", exc)
+        print(f"Model registry error: {exc}", file=sys.stderr)
+        return 2
+    classifier = build_classifier(settings, model_path)
     metrics = Metrics()
     metrics.watch_pool(classifier.stats)
     classifier.set_observer(metrics.observe_batch)
     feedback_log = await SqliteFeedbackLog.open(settings.data_dir)
     services = Services.create(settings, classifier, feedback_log, metrics)
+    stored_threshold = await feedback_log.get_setting("confidence_threshold")
+    if stored_threshold is not None:  # set by an admin with /threshold
+        services.tunables.confidence_threshold = float(stored_threshold)
     application = build_application(services)
     webhook = settings.webhook_url is not None
     web = WebServer(
@@ -82,6 +96,14 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     try:
         logger.info("starting the model workers (the first start exports the default model)")
         await classifier.start()
+        if model_path is None:
+            # The worker exported the bundled default on first start: register it, so that
+            # /use can always switch back to it.
+            default = await asyncio.to_thread(
+                registry.register_default, settings.models_dir / DEFAULT_MODEL_FILE
+            )
+            if await asyncio.to_thread(registry.active) is None:
+                await asyncio.to_thread(registry.activate, default)
         port = await web.start(settings.http_host, settings.port)
         logger.info("health and metrics on http://%s:%d", settings.http_host, port)
         async with application:
@@ -97,6 +119,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
             else:
                 assert application.updater is not None
                 await application.updater.start_polling(drop_pending_updates=False)
+            await set_command_menus(application, settings.admin_ids)
             logger.info(
                 "bot @%s ready in %.1f s (model %s)",
                 application.bot.username,
@@ -136,7 +159,19 @@ async def _prune_forever(log: FeedbackLog, retention_days: float) -> None:
         await asyncio.sleep(6 * 3600)
 
 
-def build_classifier(settings: Settings) -> Classifier:
+def choose_model(settings: Settings, registry: Registry) -> Path | None:
+    """MODEL_PATH when set; else the registry's active version (sha256 checked); else None,
+    which makes the worker export and use the bundled default."""
+    if settings.model_path is not None:
+        logger.info(
+            "using MODEL_PATH %s (the registry's active version is ignored)", settings.model_path
+        )
+        return settings.model_path
+    active = registry.active()
+    return None if active is None else registry.path_for(active)
+
+
+def build_classifier(settings: Settings, model_path: Path | None) -> Classifier:
     """The worker pool, sized for this machine unless the settings say otherwise."""
     gpus = count_gpus() if settings.inference_device in ("auto", "cuda") else 0
     if settings.inference_device == "cuda" and not gpus:
@@ -160,7 +195,7 @@ def build_classifier(settings: Settings) -> Classifier:
     )
     worker = WorkerConfig(
         models_dir=settings.models_dir,
-        model_path=settings.model_path,
+        model_path=model_path,
         threads=settings.inference_threads,
         max_pixels=settings.max_image_pixels,
         top_k=settings.top_k,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from telegram import Update
 from telegram.ext import (
@@ -12,10 +14,11 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
-from bot import commands, feedback, photos, replies
+from bot import access, admin, commands, feedback, models, photos, replies
 from bot.context import SERVICES_KEY, BotApp, Ctx, Services
 
 logger = logging.getLogger(__name__)
@@ -44,7 +47,25 @@ def build_application(services: Services) -> BotApp:
     )
     application.bot_data[SERVICES_KEY] = services
 
+    # Group -1 runs first: with ALLOWED_USER_IDS set, it stops updates from anyone else.
+    application.add_handler(TypeHandler(Update, access.gate), group=-1)
+
     # Group 0: the first matching handler wins, so specific handlers come before fallbacks.
+    # Admin commands are gated at registration (ids, never usernames); the same commands
+    # from anyone else reach `on_admin_only` below, which refuses and changes nothing.
+    admins = filters.User(user_id=settings.admin_ids)
+    for name, handler in (
+        ("stats", admin.on_stats),
+        ("disputes", admin.on_disputes),
+        ("review", admin.on_review),
+        ("export", admin.on_export),
+        ("threshold", admin.on_threshold),
+        ("models", models.on_models),
+        ("use", models.on_use),
+        ("retrain", models.on_retrain),
+    ):
+        application.add_handler(CommandHandler(name, handler, filters=admins))
+    application.add_handler(CommandHandler(access.ADMIN_COMMAND_NAMES, access.on_admin_only))
     application.add_handler(CommandHandler("start", commands.on_start))
     application.add_handler(CommandHandler("help", commands.on_help))
     application.add_handler(CommandHandler("forget", feedback.on_forget))
@@ -54,6 +75,12 @@ def build_application(services: Services) -> BotApp:
     application.add_handler(MessageHandler(filters.COMMAND, photos.on_unknown_command))
     application.add_handler(CallbackQueryHandler(feedback.on_verdict_button, pattern=r"^v:"))
     application.add_handler(CallbackQueryHandler(feedback.on_forget_button, pattern=r"^f:"))
+    for pattern, callback in (
+        (r"^d:\d+$", admin.on_disputes_page),
+        (r"^r:", admin.on_review_button),
+        (r"^m:", models.on_model_button),
+    ):
+        application.add_handler(CallbackQueryHandler(admin_button(callback), pattern=pattern))
     application.add_handler(CallbackQueryHandler(feedback.on_unknown_button))
     # Text is a typed label when one is awaited (after "Something else…"), else a hint.
     application.add_handler(
@@ -66,6 +93,23 @@ def build_application(services: Services) -> BotApp:
     )
     application.add_error_handler(on_error)
     return application
+
+
+def admin_button(
+    callback: Callable[[Update, Ctx], Coroutine[Any, Any, None]],
+) -> Callable[[Update, Ctx], Coroutine[Any, Any, None]]:
+    """Admin buttons check who taps: a forwarded admin message must not act for others."""
+
+    async def checked(update: Update, context: Ctx) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        if query.from_user.id not in context.services.settings.admin_ids:
+            await query.answer(replies.ADMINS_ONLY, show_alert=True)
+            return
+        await callback(update, context)
+
+    return checked
 
 
 async def on_error(update: object, context: Ctx) -> None:

@@ -1,5 +1,8 @@
 """The feedback log: predictions the bot answered, users' verdicts on them, disputed images.
 
+It also holds what admins decide about uncertain and disputed items (reviews) and the settings
+changed at run time (such as the confidence threshold).
+
 One SQLite database (WAL) at ``DATA_DIR/feedback/feedback.sqlite3`` and the kept images beside it
 under ``DATA_DIR/feedback/images/<sha256[:2]>/<sha256>.<ext>``. ``FeedbackStore`` is the
 synchronous core (one connection, one thread); ``SqliteFeedbackLog`` is the async front the bot
@@ -39,6 +42,9 @@ VerdictKind = Literal["right", "wrong", "unsure"]
 VERDICT_KINDS: tuple[VerdictKind, ...] = ("right", "wrong", "unsure")
 # Verdicts that make a prediction training data: retention never removes these.
 DISPUTED_KINDS: tuple[VerdictKind, ...] = ("wrong", "unsure")
+ReviewDecision = Literal["confirm", "relabel", "discard"]
+REVIEW_DECISIONS: tuple[ReviewDecision, ...] = ("confirm", "relabel", "discard")
+MAX_SETTING_KEY_LENGTH = 100
 MAX_LABEL_LENGTH = 100
 DEFAULT_PENDING_TTL_S = 3600.0
 # Files in the image store that no row references are removed at open only once they are this
@@ -92,6 +98,10 @@ class UnknownPrediction(FeedbackError, KeyError):
 
 class InvalidVerdict(FeedbackError, ValueError):
     """A verdict with an unknown kind, or a label that is missing, too long or not allowed."""
+
+
+class InvalidReview(FeedbackError, ValueError):
+    """A review with an unknown decision, a bad label, or of an item that is not up for review."""
 
 
 class MissingDatabase(FeedbackError):
@@ -165,6 +175,63 @@ class FeedbackEntry:
     prediction: PredictionRecord
     verdict: VerdictRecord
     image_path: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRecord:
+    """An admin's decision on an item; `label` is the label it trains as (None for "discard")."""
+
+    prediction_id: str
+    admin_id: int
+    decision: ReviewDecision
+    label: str | None
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeEntry:
+    """A disputed prediction ("wrong" or "unsure"), its image location and any review of it."""
+
+    prediction: PredictionRecord
+    verdict: VerdictRecord
+    image_path: Path | None
+    review: ReviewRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """An item awaiting review: disputed, or uncertain with its image kept (verdict optional)."""
+
+    prediction: PredictionRecord
+    verdict: VerdictRecord | None
+    image_path: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledEntry:
+    """A prediction with a verdict, a review or both, as the export reads it."""
+
+    prediction: PredictionRecord
+    verdict: VerdictRecord | None
+    review: ReviewRecord | None
+    image_path: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackStats:
+    """What happened since `since`: answers per top label, verdicts, implied accuracy.
+
+    `accuracy_per_label` maps each predicted top label to ("right" verdicts, "right" + "wrong"
+    verdicts) over the verdicts given since `since`; labels without such verdicts are absent.
+    `per_label` and `accuracy_per_label` are ordered by count, largest first.
+    """
+
+    since: float
+    photos: int
+    uncertain: int
+    per_label: dict[str, int]
+    verdicts: dict[str, int]
+    accuracy_per_label: dict[str, tuple[int, int]]
 
 
 class FeedbackLog(Protocol):
@@ -247,6 +314,40 @@ class FeedbackLog(Protocol):
         """Counts of predictions, verdicts by kind and stored images."""
         ...
 
+    async def stats_since(self, since: float) -> FeedbackStats:
+        """Answers per label, verdicts and the accuracy they imply, from `since` on."""
+        ...
+
+    async def list_disputes(self, offset: int, limit: int) -> tuple[list[DisputeEntry], int]:
+        """One page of disputed predictions, newest verdict first, and how many there are."""
+        ...
+
+    async def next_for_review(self) -> ReviewItem | None:
+        """The oldest item awaiting review, or None when there is none."""
+        ...
+
+    async def count_for_review(self) -> int:
+        """How many items await review."""
+        ...
+
+    async def get_review(self, prediction_id: str) -> ReviewRecord | None:
+        """The review of this prediction, if any."""
+        ...
+
+    async def record_review(
+        self, prediction_id: str, *, admin_id: int, decision: str, label: str | None = None
+    ) -> bool:
+        """Store the one review an item may get; False if it already has one."""
+        ...
+
+    async def get_setting(self, key: str) -> str | None:
+        """The stored value of a run-time setting, or None if it was never set."""
+        ...
+
+    async def set_setting(self, key: str, value: str) -> None:
+        """Store a run-time setting (replacing any earlier value)."""
+        ...
+
     async def close(self) -> None:
         """Finish pending writes and release the database."""
         ...
@@ -308,6 +409,29 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: albums — one bot reply answers several predictions.
     ("CREATE INDEX predictions_reply ON predictions (chat_id, reply_message_id)",),
+    # 3: admins' reviews of uncertain and disputed items; settings changed at run time.
+    (
+        """
+        CREATE TABLE reviews (
+            prediction_id TEXT PRIMARY KEY REFERENCES predictions (id) ON DELETE CASCADE,
+            admin_id INTEGER NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('confirm', 'relabel', 'discard')),
+            label TEXT,
+            created REAL NOT NULL,
+            CHECK ((decision = 'discard') = (label IS NULL))
+        )
+        """,
+        # The review queue's uncertain half, without scanning every prediction.
+        "CREATE INDEX predictions_kept_uncertain ON predictions (created)"
+        " WHERE uncertain = 1 AND image_sha256 IS NOT NULL",
+        """
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated REAL NOT NULL
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -358,6 +482,23 @@ _VERDICT_COLUMNS = (
     "v.label AS v_label, v.created AS v_created"
 )
 
+_REVIEW_COLUMNS = (
+    "r.prediction_id AS r_prediction_id, r.admin_id AS r_admin_id, r.decision AS r_decision, "
+    "r.label AS r_label, r.created AS r_created"
+)
+# Scores are stored as [[label, probability], ...], best first.
+_TOP_LABEL = "json_extract(p.scores, '$[0][0]')"
+# Items up for review: disputed ones, and uncertain ones whose image was kept. Each half is
+# answered from an index; the caller adds "no review yet" where it wants the queue.
+_REVIEWABLE_IDS = (
+    "SELECT prediction_id FROM verdicts WHERE kind IN ('wrong', 'unsure')"
+    " UNION SELECT id FROM predictions WHERE uncertain = 1 AND image_sha256 IS NOT NULL"
+)
+_AWAITING_REVIEW = (
+    f"p.id IN ({_REVIEWABLE_IDS})"
+    " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.prediction_id = p.id)"
+)
+
 
 def _scores_to_json(scores: Iterable[LabelScore]) -> str:
     return json.dumps([[s.label, s.probability] for s in scores], ensure_ascii=False)
@@ -396,7 +537,25 @@ def _verdict_from_row(row: sqlite3.Row) -> VerdictRecord:
     )
 
 
+def _optional_verdict_from_row(row: sqlite3.Row) -> VerdictRecord | None:
+    return None if row["v_prediction_id"] is None else _verdict_from_row(row)
+
+
+def _review_from_row(row: sqlite3.Row) -> ReviewRecord | None:
+    if row["r_prediction_id"] is None:
+        return None
+    label = row["r_label"]
+    return ReviewRecord(
+        prediction_id=str(row["r_prediction_id"]),
+        admin_id=int(row["r_admin_id"]),
+        decision=_check_decision(str(row["r_decision"])),
+        label=None if label is None else str(label),
+        created=float(row["r_created"]),
+    )
+
+
 _KIND_BY_NAME: dict[str, VerdictKind] = {kind: kind for kind in VERDICT_KINDS}
+_DECISION_BY_NAME: dict[str, ReviewDecision] = {name: name for name in REVIEW_DECISIONS}
 
 
 def _check_kind(kind: str) -> VerdictKind:
@@ -404,6 +563,28 @@ def _check_kind(kind: str) -> VerdictKind:
     if checked is None:
         raise InvalidVerdict(f"unknown verdict kind {kind!r}; expected one of {VERDICT_KINDS}")
     return checked
+
+
+def _check_decision(decision: str) -> ReviewDecision:
+    checked = _DECISION_BY_NAME.get(decision)
+    if checked is None:
+        raise InvalidReview(
+            f"unknown review decision {decision!r}; expected one of {REVIEW_DECISIONS}"
+        )
+    return checked
+
+
+def _review_label(label: str) -> str:
+    try:
+        return normalize_label(label)
+    except InvalidVerdict as exc:
+        raise InvalidReview(str(exc)) from None
+
+
+def is_reviewable(prediction: PredictionRecord, verdict: VerdictRecord | None) -> bool:
+    """Whether an item is up for review: disputed, or uncertain with its image kept."""
+    disputed = verdict is not None and verdict.kind in DISPUTED_KINDS
+    return disputed or (prediction.uncertain and prediction.image_sha256 is not None)
 
 
 def normalize_label(label: str) -> str:
@@ -417,6 +598,26 @@ def normalize_label(label: str) -> str:
     if any(unicodedata.category(char) == "Cc" for char in text):
         raise InvalidVerdict("the label contains control characters")
     return text
+
+
+def _confirmed_label(prediction: PredictionRecord, verdict: VerdictRecord | None) -> str:
+    # What "confirm" keeps: the user's correction, or the prediction the user (or nobody) took.
+    if verdict is None:
+        return prediction.top.label
+    if verdict.kind == "unsure":
+        raise InvalidReview(
+            'the user was not sure, so there is no label to confirm; use "relabel" or "discard"'
+        )
+    return verdict.label if verdict.label is not None else prediction.top.label
+
+
+def _check_setting_key(key: str) -> str:
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_SETTING_KEY_LENGTH:
+        raise ValueError(
+            f"a setting key is a non-empty string of at most "
+            f"{MAX_SETTING_KEY_LENGTH} characters, not {key!r}"
+        )
+    return key
 
 
 def _fsync_dir(path: Path) -> None:
@@ -756,9 +957,17 @@ class FeedbackStore:
                     (user_id,),
                 )
             ]
+            # A review of their verdict on someone else's photo judged what they said: it goes
+            # with the verdict (the item returns to the queue if it is still up for review).
+            conn.execute(
+                "DELETE FROM reviews WHERE prediction_id IN"
+                " (SELECT prediction_id FROM verdicts WHERE user_id = ?)",
+                (user_id,),
+            )
             conn.execute("DELETE FROM verdicts WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM pending_labels WHERE user_id = ?", (user_id,))
-            # Cascades to other users' verdicts and pending labels on these predictions.
+            # Cascades to other users' verdicts, pending labels and the reviews of these
+            # predictions.
             conn.execute("DELETE FROM predictions WHERE user_id = ?", (user_id,))
             removed = self._drop_unreferenced_images(candidates)
         self._unlink(removed)
@@ -772,13 +981,18 @@ class FeedbackStore:
         return ForgetSummary(counted.predictions, counted.verdicts, len(removed))
 
     def prune(self, *, older_than_s: float) -> int:
-        """Delete undisputed predictions older than `older_than_s` and their unused images."""
+        """Delete undisputed predictions older than `older_than_s` and their unused images.
+
+        Predictions an admin confirmed or relabelled are training data too, and are kept.
+        """
         if older_than_s < 0:
             raise ValueError("older_than_s must not be negative")
         conn = self._conn
         undisputed = (
             "created < ? AND NOT EXISTS (SELECT 1 FROM verdicts v"
             " WHERE v.prediction_id = predictions.id AND v.kind IN ('wrong', 'unsure'))"
+            " AND NOT EXISTS (SELECT 1 FROM reviews r"
+            " WHERE r.prediction_id = predictions.id AND r.decision != 'discard')"
         )
         with _transaction(conn):
             cutoff = self._clock() - older_than_s
@@ -828,7 +1042,219 @@ class FeedbackStore:
         result["pending_labels"] = int(pending)
         return result
 
+    def stats_since(self, since: float) -> FeedbackStats:
+        """Answers per top label, verdicts and the accuracy they imply, from `since` on."""
+        conn = self._conn
+        with _transaction(conn, "DEFERRED"):
+            answers = conn.execute(
+                f"SELECT {_TOP_LABEL} AS top_label, count(*) AS answers,"
+                " coalesce(sum(p.uncertain), 0) AS uncertain"
+                " FROM predictions p WHERE p.created >= ?"
+                " GROUP BY top_label ORDER BY answers DESC, top_label",
+                (since,),
+            ).fetchall()
+            by_kind = dict(
+                conn.execute(
+                    "SELECT kind, count(*) FROM verdicts WHERE created >= ? GROUP BY kind",
+                    (since,),
+                ).fetchall()
+            )
+            judged = conn.execute(
+                f"SELECT {_TOP_LABEL} AS top_label, sum(v.kind = 'right') AS n_right,"
+                " count(*) AS judged"
+                " FROM verdicts v JOIN predictions p ON p.id = v.prediction_id"
+                " WHERE v.created >= ? AND v.kind IN ('right', 'wrong')"
+                " GROUP BY top_label ORDER BY judged DESC, top_label",
+                (since,),
+            ).fetchall()
+        return FeedbackStats(
+            since=since,
+            photos=sum(int(row["answers"]) for row in answers),
+            uncertain=sum(int(row["uncertain"]) for row in answers),
+            per_label={str(row["top_label"]): int(row["answers"]) for row in answers},
+            verdicts={kind: int(by_kind.get(kind, 0)) for kind in VERDICT_KINDS},
+            accuracy_per_label={
+                str(row["top_label"]): (int(row["n_right"]), int(row["judged"])) for row in judged
+            },
+        )
+
+    # -- disputes and reviews ---------------------------------------------------------------
+
+    def list_disputes(self, offset: int, limit: int) -> tuple[list[DisputeEntry], int]:
+        """One page of disputed predictions, newest verdict first, and how many there are."""
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative")
+        conn = self._conn
+        with _transaction(conn, "DEFERRED"):
+            total = conn.execute(
+                "SELECT count(*) FROM verdicts WHERE kind IN ('wrong', 'unsure')"
+            ).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {_PREDICTION_COLUMNS}, {_VERDICT_COLUMNS}, {_REVIEW_COLUMNS},"
+                " i.ext AS image_ext"
+                " FROM verdicts v JOIN predictions p ON p.id = v.prediction_id"
+                " LEFT JOIN images i ON i.sha256 = p.image_sha256"
+                " LEFT JOIN reviews r ON r.prediction_id = p.id"
+                " WHERE v.kind IN ('wrong', 'unsure')"
+                " ORDER BY v.created DESC, v.prediction_id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        disputes = []
+        for row in rows:
+            prediction = _prediction_from_row(row)
+            disputes.append(
+                DisputeEntry(
+                    prediction=prediction,
+                    verdict=_verdict_from_row(row),
+                    image_path=self._row_image_path(row, prediction),
+                    review=_review_from_row(row),
+                )
+            )
+        return disputes, int(total)
+
+    def next_for_review(self) -> ReviewItem | None:
+        """The oldest item awaiting review: disputed, or uncertain with its image kept."""
+        row = self._conn.execute(
+            f"SELECT {_PREDICTION_COLUMNS}, {_VERDICT_COLUMNS}, i.ext AS image_ext"
+            " FROM predictions p LEFT JOIN verdicts v ON v.prediction_id = p.id"
+            " LEFT JOIN images i ON i.sha256 = p.image_sha256"
+            f" WHERE {_AWAITING_REVIEW} ORDER BY p.created, p.id LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        prediction = _prediction_from_row(row)
+        return ReviewItem(
+            prediction=prediction,
+            verdict=_optional_verdict_from_row(row),
+            image_path=self._row_image_path(row, prediction),
+        )
+
+    def count_for_review(self) -> int:
+        """How many items await review."""
+        row = self._conn.execute(
+            f"SELECT count(*) FROM predictions p WHERE {_AWAITING_REVIEW}"
+        ).fetchone()
+        return int(row[0])
+
+    def get_review(self, prediction_id: str) -> ReviewRecord | None:
+        """The review of this prediction, if any."""
+        row = self._conn.execute(
+            f"SELECT {_REVIEW_COLUMNS} FROM reviews r WHERE r.prediction_id = ?",
+            (prediction_id,),
+        ).fetchone()
+        return None if row is None else _review_from_row(row)
+
+    def record_review(
+        self, prediction_id: str, *, admin_id: int, decision: str, label: str | None = None
+    ) -> bool:
+        """Store the one review an item may get; False (nothing stored) if it already has one.
+
+        "confirm" keeps what the user said: the corrected label of a "wrong" verdict, or the
+        predicted label for a "right" verdict or an uncertain item without one (`label`: None
+        or that label); an "unsure" verdict has nothing to confirm. "relabel" needs `label`
+        (normalized as verdict labels are). "discard" takes no label and keeps the item out of
+        training data. Raises `UnknownPrediction`, or `InvalidReview` for a bad decision or
+        label, or an item that is not up for review (see `is_reviewable`).
+        """
+        checked = _check_decision(decision)
+        if checked == "relabel":
+            if label is None:
+                raise InvalidReview('a "relabel" review needs the new label')
+            label = _review_label(label)
+        elif checked == "discard" and label is not None:
+            raise InvalidReview('a "discard" review has no label')
+        conn = self._conn
+        with _transaction(conn):
+            prediction = self._prediction(prediction_id)
+            if prediction is None:
+                raise UnknownPrediction(prediction_id)
+            if self.get_review(prediction_id) is not None:
+                return False
+            verdict = self.get_verdict(prediction_id)
+            if not is_reviewable(prediction, verdict):
+                raise InvalidReview(
+                    f"prediction {prediction_id!r} is neither disputed nor uncertain with a "
+                    "kept image; there is nothing to review"
+                )
+            if checked == "confirm":
+                confirmed = _confirmed_label(prediction, verdict)
+                if label is not None and _review_label(label) != confirmed:
+                    raise InvalidReview(
+                        f'"confirm" keeps the label {confirmed!r}; use "relabel" for another'
+                    )
+                label = confirmed
+            # The primary key keeps it to one review even with another process writing.
+            cursor = conn.execute(
+                "INSERT INTO reviews (prediction_id, admin_id, decision, label, created)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (prediction_id) DO NOTHING",
+                (prediction_id, admin_id, checked, label, self._clock()),
+            )
+        recorded = cursor.rowcount == 1
+        if recorded:
+            logger.info("Admin %r reviewed %r: %r %r", admin_id, prediction_id, checked, label)
+        return recorded
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        """The stored value of a run-time setting, or None if it was never set."""
+        row = self._conn.execute(
+            "SELECT value FROM settings WHERE key = ?", (_check_setting_key(key),)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a run-time setting (replacing any earlier value)."""
+        key = _check_setting_key(key)
+        if not isinstance(value, str):
+            raise TypeError(f"setting values are strings, not {type(value).__name__}")
+        with _transaction(self._conn):
+            self._conn.execute(
+                "INSERT INTO settings (key, value, updated) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE"
+                " SET value = excluded.value, updated = excluded.updated",
+                (key, value, self._clock()),
+            )
+
     # -- reading for training ---------------------------------------------------------------
+
+    def labelled_entries(self, *, reviewed_only: bool = False) -> list[LabelledEntry]:
+        """Every prediction with a verdict or a review (with `reviewed_only`, a review).
+
+        Oldest first, by the verdict's time or, for items without one, the review's.
+        """
+        condition = (
+            "r.prediction_id IS NOT NULL"
+            if reviewed_only
+            else "(v.prediction_id IS NOT NULL OR r.prediction_id IS NOT NULL)"
+        )
+        conn = self._conn
+        with _transaction(conn, "DEFERRED"):
+            rows = conn.execute(
+                f"SELECT {_PREDICTION_COLUMNS}, {_VERDICT_COLUMNS}, {_REVIEW_COLUMNS},"
+                " i.ext AS image_ext"
+                " FROM predictions p LEFT JOIN verdicts v ON v.prediction_id = p.id"
+                " LEFT JOIN reviews r ON r.prediction_id = p.id"
+                " LEFT JOIN images i ON i.sha256 = p.image_sha256"
+                f" WHERE {condition}"
+                " ORDER BY coalesce(v.created, r.created), p.id"
+            ).fetchall()
+        entries = []
+        for row in rows:
+            prediction = _prediction_from_row(row)
+            entries.append(
+                LabelledEntry(
+                    prediction=prediction,
+                    verdict=_optional_verdict_from_row(row),
+                    review=_review_from_row(row),
+                    image_path=self._row_image_path(row, prediction),
+                )
+            )
+        return entries
+
+    def _row_image_path(self, row: sqlite3.Row, prediction: PredictionRecord) -> Path | None:
+        sha, ext = prediction.image_sha256, row["image_ext"]
+        return None if sha is None or ext is None else self.image_path(sha, str(ext))
 
     def entries(self) -> list[FeedbackEntry]:
         """Every verdict with its prediction and image location, oldest verdict first."""
@@ -841,8 +1267,7 @@ class FeedbackStore:
         entries = []
         for row in rows:
             prediction = _prediction_from_row(row)
-            sha, ext = prediction.image_sha256, row["image_ext"]
-            path = None if sha is None or ext is None else self.image_path(sha, str(ext))
+            path = self._row_image_path(row, prediction)
             entries.append(FeedbackEntry(prediction, _verdict_from_row(row), path))
         return entries
 
@@ -1071,6 +1496,46 @@ class SqliteFeedbackLog:
     async def stats(self) -> dict[str, int]:
         """Counts of predictions, verdicts by kind, stored images and pending labels."""
         return await self._call(self._store.stats)
+
+    async def stats_since(self, since: float) -> FeedbackStats:
+        """Answers per label, verdicts and the accuracy they imply, from `since` on."""
+        return await self._call(self._store.stats_since, since)
+
+    async def list_disputes(self, offset: int, limit: int) -> tuple[list[DisputeEntry], int]:
+        """One page of disputed predictions, newest verdict first, and how many there are."""
+        return await self._call(self._store.list_disputes, offset, limit)
+
+    async def next_for_review(self) -> ReviewItem | None:
+        """The oldest item awaiting review, or None when there is none."""
+        return await self._call(self._store.next_for_review)
+
+    async def count_for_review(self) -> int:
+        """How many items await review."""
+        return await self._call(self._store.count_for_review)
+
+    async def get_review(self, prediction_id: str) -> ReviewRecord | None:
+        """The review of this prediction, if any."""
+        return await self._call(self._store.get_review, prediction_id)
+
+    async def record_review(
+        self, prediction_id: str, *, admin_id: int, decision: str, label: str | None = None
+    ) -> bool:
+        """Store the one review an item may get; False if it already has one."""
+        return await self._call(
+            self._store.record_review,
+            prediction_id,
+            admin_id=admin_id,
+            decision=decision,
+            label=label,
+        )
+
+    async def get_setting(self, key: str) -> str | None:
+        """The stored value of a run-time setting, or None if it was never set."""
+        return await self._call(self._store.get_setting, key)
+
+    async def set_setting(self, key: str, value: str) -> None:
+        """Store a run-time setting (replacing any earlier value)."""
+        await self._call(self._store.set_setting, key, value)
 
     async def close(self) -> None:
         """Finish queued work, then close the database; later calls raise `FeedbackLogClosed`."""

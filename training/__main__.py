@@ -12,8 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dotenv import dotenv_values
+
+if TYPE_CHECKING:
+    from model.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +57,164 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the bot's data folder (default: $DATA_DIR, then DATA_DIR in .env, then ./data)",
     )
+    export.add_argument(
+        "--reviewed-only",
+        action="store_true",
+        help="export only the items an admin reviewed (/review in the bot)",
+    )
     export.set_defaults(handler=_export_feedback)
+    _add_fit(commands)
+    _add_models(commands)
+    _add_use(commands)
     return parser
+
+
+def _data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the bot's data folder (default: $DATA_DIR, then DATA_DIR in .env, then ./data)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _learning_rate(text: str) -> float | None:
+    if text.strip().lower() == "find":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'find': {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.2), not {value}")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = _int(text)
+    if not 32 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be between 32 and 1024 pixels, not {value}")
+    return value
+
+
+def _add_fit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Defaults are literals here so that `--help` stays fast; training/fit.py has the same.
+    fit = commands.add_parser(
+        "fit",
+        help="fine-tune a new model version from a folder of images (one folder per label)",
+        description=(
+            "Fine-tune an ImageNet-pretrained network on PATH, which holds one folder of "
+            "images per label (e.g. PATH/grizzly/*.jpg, PATH/black/*.jpg, PATH/teddy/*.jpg). "
+            "Prints fastai's progress, then validation accuracy, error rate and per-label "
+            "precision/recall; writes a confusion matrix and a top-losses grid; registers the "
+            "result as a new model version under DATA_DIR/models and makes it active."
+        ),
+    )
+    fit.add_argument("images_dir", metavar="PATH", type=Path, help="one sub-folder per label")
+    fit.add_argument("--epochs", type=_positive_int, default=4, help="fine-tuning epochs (4)")
+    fit.add_argument(
+        "--freeze-epochs",
+        type=_int,
+        default=1,
+        help="epochs with the pretrained body frozen, before fine-tuning everything (1)",
+    )
+    fit.add_argument(
+        "--lr",
+        type=_learning_rate,
+        default=2e-3,
+        help="learning rate, or 'find' to take lr_find's suggestion (0.002)",
+    )
+    fit.add_argument("--size", type=_image_size, default=224, help="image size in pixels (224)")
+    fit.add_argument("--bs", type=_positive_int, default=16, help="batch size (16)")
+    fit.add_argument(
+        "--valid-pct", type=_fraction, default=0.2, help="share of each label validated on (0.2)"
+    )
+    fit.add_argument("--seed", type=_int, default=42, help="seed for the split and training (42)")
+    fit.add_argument(
+        "--arch",
+        default="efficientnet_lite0",
+        help=(
+            "efficientnet_lite0 (default; its weights ship with Verdict, works offline), a "
+            "torchvision name such as resnet34, or timm:NAME; other weights are downloaded once"
+        ),
+    )
+    fit.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads for torch (default: $OMP_NUM_THREADS, else every core)",
+    )
+    fit.add_argument(
+        "--no-activate",
+        dest="activate",
+        action="store_false",
+        help="register the new version without making it the active one",
+    )
+    fit.add_argument(
+        "--with-feedback",
+        action="store_true",
+        help="add the images users labelled through the bot (disputes and confirmations)",
+    )
+    fit.add_argument(
+        "--reviewed-only",
+        action="store_true",
+        help="with --with-feedback: only items an admin reviewed",
+    )
+    _data_dir_option(fit)
+    fit.set_defaults(handler=_fit)
+
+
+def _add_models(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    models = commands.add_parser(
+        "models",
+        help="list the registered model versions (the active one marked)",
+        description="List the model versions under DATA_DIR/models, oldest first.",
+    )
+    models.add_argument("--json", action="store_true", help="print the cards as JSON")
+    _data_dir_option(models)
+    models.set_defaults(handler=_models)
+
+
+def _add_use(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    use = commands.add_parser(
+        "use",
+        help="make a model version the active one",
+        description=(
+            "Mark VERSION active after checking its file against its card. A running bot "
+            "switches on /use or when it restarts."
+        ),
+    )
+    use.add_argument(
+        "version",
+        metavar="VERSION",
+        help="a version id, vN (its number), 'previous' (roll back) or 'default'",
+    )
+    _data_dir_option(use)
+    use.set_defaults(handler=_use)
 
 
 def _export_feedback(args: argparse.Namespace) -> int:
@@ -62,11 +222,123 @@ def _export_feedback(args: argparse.Namespace) -> int:
 
     data_dir: Path = args.data_dir or default_data_dir()
     try:
-        summary = export_feedback(data_dir, args.out_dir)
+        summary = export_feedback(data_dir, args.out_dir, reviewed_only=args.reviewed_only)
     except ExportError as exc:
         print(f"export-feedback: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(summary.describe())
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from model.registry import RegistryError
+    from training.data import DataError
+    from training.fit import FitError, FitOptions, fit
+
+    if args.reviewed_only and not args.with_feedback:
+        print("fit: --reviewed-only needs --with-feedback", file=sys.stderr)
+        return EXIT_ERROR
+    if args.freeze_epochs < 0:
+        print("fit: --freeze-epochs must be 0 or more", file=sys.stderr)
+        return EXIT_ERROR
+    options = FitOptions(
+        images_dir=args.images_dir,
+        data_dir=args.data_dir or default_data_dir(),
+        epochs=args.epochs,
+        freeze_epochs=args.freeze_epochs,
+        lr=args.lr,
+        size=args.size,
+        bs=args.bs,
+        valid_pct=args.valid_pct,
+        seed=args.seed,
+        arch=args.arch,
+        threads=args.threads,
+        activate=args.activate,
+        with_feedback=args.with_feedback,
+        reviewed_only=args.reviewed_only,
+    )
+    try:
+        fit(options)
+    except (DataError, FitError, RegistryError) as exc:
+        print(f"fit: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("fit: interrupted; nothing was registered", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    from model.registry import Registry
+
+    data_dir: Path = args.data_dir or default_data_dir()
+    return Registry(data_dir / "models")
+
+
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from model.registry import RegistryError
+    from training.fit import ensure_default_registered
+
+    registry = _registry(args)
+    try:
+        # Registers an existing export of the bundled default; never imports torch.
+        ensure_default_registered(registry, export=False)
+        versions = registry.versions()
+        active = registry.active()
+    except RegistryError as exc:
+        print(f"models: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps([card.to_json() for card in versions], indent=2))
+        return 0
+    if not versions:
+        print(
+            f"No model versions in {registry.models_dir} yet. `python -m training fit PATH` "
+            "registers the bundled default and a new version."
+        )
+        return 0
+    rows = [("", "VERSION", "ARCHITECTURE", "LABELS", "ACCURACY", "IMAGES", "CREATED (UTC)")]
+    for card in versions:
+        accuracy = (card.metrics or {}).get("accuracy")
+        rows.append(
+            (
+                "*" if active is not None and card.version == active.version else "",
+                card.version,
+                card.architecture,
+                str(len(card.labels)),
+                f"{accuracy:.1%}" if isinstance(accuracy, float) else "–",
+                str(card.training_images) if card.training_images is not None else "–",
+                card.created.replace("T", " ")[:16]
+                + ("  (bundled ImageNet default)" if card.is_default else ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), end=""
+        )
+        print("  " + row[-1])
+    print(f"* active. Switch with `python -m training use VERSION` ({registry.models_dir}).")
+    return 0
+
+
+def _use(args: argparse.Namespace) -> int:
+    from model.registry import RegistryError
+    from training.fit import ensure_default_registered
+
+    registry = _registry(args)
+    try:
+        ensure_default_registered(registry, export=args.version == "default")
+        card = registry.activate(registry.get(args.version))
+    except RegistryError as exc:
+        print(f"use: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        f"{card.version} is now active ({card.architecture}, {len(card.labels)} labels). "
+        f"A running bot switches on /use {card.version} or when it restarts."
+    )
     return 0
 
 

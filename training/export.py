@@ -3,7 +3,9 @@
 The layout is what fastai's `get_image_files` + `parent_label` read: ``OUT/<label>/<sha256>.<ext>``
 for every disputed image ("wrong": the corrected label) and every kept image users confirmed
 ("right": the predicted label), and ``OUT/manifest.csv`` listing all verdicts, "not sure" ones
-included. Nothing here imports torch or fastai.
+included. An admin's review overrides the verdict: "confirm" and "relabel" put the image under
+the reviewed label (uncertain items without a verdict included), "discard" keeps it out of the
+folders; the manifest's `review` column says which. Nothing here imports torch or fastai.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model.feedback import (
-    FeedbackEntry,
     FeedbackError,
     FeedbackStore,
+    LabelledEntry,
     MissingDatabase,
     database_path,
 )
@@ -39,6 +41,7 @@ MANIFEST_COLUMNS = (
     "model_version",
     "time",
     "verdict",
+    "review",
 )
 MAX_FOLDER_NAME = 120
 # Characters no folder name may hold: separators on any system, and what Windows refuses (an
@@ -65,13 +68,21 @@ class ExportSummary:
     not_sure: int
     missing: int
     rows: int
+    reviewed: int = 0
+    discarded: int = 0
 
     def describe(self) -> str:
         """One line for people."""
+        if not self.reviewed:
+            return (
+                f"Exported {self.images} images in {self.labels} labels to {self.out_dir} "
+                f"({self.not_sure} not sure, {self.missing} missing; "
+                f"{self.rows} verdicts in {MANIFEST_NAME})"
+            )
         return (
             f"Exported {self.images} images in {self.labels} labels to {self.out_dir} "
-            f"({self.not_sure} not sure, {self.missing} missing; "
-            f"{self.rows} verdicts in {MANIFEST_NAME})"
+            f"({self.not_sure} not sure, {self.missing} missing, {self.discarded} discarded; "
+            f"{self.rows} rows in {MANIFEST_NAME}, {self.reviewed} reviewed)"
         )
 
 
@@ -113,8 +124,13 @@ def _sanitize(label: str) -> str:
     return text[:MAX_FOLDER_NAME] or "_"
 
 
-def export_feedback(data_dir: Path, out_dir: Path) -> ExportSummary:
-    """Write the labelled images and the manifest of the feedback log under `data_dir`."""
+def export_feedback(
+    data_dir: Path, out_dir: Path, *, reviewed_only: bool = False
+) -> ExportSummary:
+    """Write the labelled images and the manifest of the feedback log under `data_dir`.
+
+    With `reviewed_only`, only items an admin reviewed are exported (and listed).
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -123,7 +139,7 @@ def export_feedback(data_dir: Path, out_dir: Path) -> ExportSummary:
     try:
         store = FeedbackStore.open(data_dir, create=False)
         try:
-            entries = store.entries()
+            entries = store.labelled_entries(reviewed_only=reviewed_only)
         finally:
             store.close()
     except MissingDatabase:
@@ -153,55 +169,86 @@ def export_feedback(data_dir: Path, out_dir: Path) -> ExportSummary:
     return ExportSummary(out_dir, *summary)
 
 
-def _write(entries: list[FeedbackEntry], root: Path) -> tuple[int, int, int, int, int]:
+def _training_label(entry: LabelledEntry) -> str | None:
+    """The label folder the entry's image belongs in; None: it belongs in none."""
+    review, verdict = entry.review, entry.verdict
+    if review is not None:
+        # The admin's word stands over the user's: "discard" has no label.
+        return review.label
+    if verdict is None or verdict.kind == "unsure":
+        return None
+    if verdict.kind == "wrong":
+        return verdict.label
+    # "right" verdicts without a kept image are manifest rows only, not missing ones.
+    return verdict.label if entry.image_path is not None else None
+
+
+def _write(entries: list[LabelledEntry], root: Path) -> tuple[int, int, int, int, int, int, int]:
+    labels = [_training_label(entry) for entry in entries]
     # Only labels that may get a folder take part in naming, so names do not depend on rows
     # that never reach the folders.
     names = folder_names(
         {
-            entry.verdict.label
-            for entry in entries
-            if entry.verdict.kind in ("right", "wrong")
-            and entry.verdict.label is not None
-            and entry.image_path is not None
+            label
+            for entry, label in zip(entries, labels, strict=True)
+            if label is not None and entry.image_path is not None
         }
     )
     written: set[Path] = set()
     used_folders: set[str] = set()
-    not_sure = missing = 0
+    not_sure = missing = reviewed = discarded = 0
     rows = []
-    for entry in entries:
-        prediction, verdict = entry.prediction, entry.verdict
+    for entry, label in zip(entries, labels, strict=True):
+        prediction, verdict, review = entry.prediction, entry.verdict, entry.review
         image = ""
-        if verdict.kind == "unsure":
+        if review is not None:
+            reviewed += 1
+            if review.decision == "discard":
+                discarded += 1
+        elif verdict is not None and verdict.kind == "unsure":
             not_sure += 1
-        elif verdict.label is not None and (verdict.kind == "wrong" or entry.image_path):
-            # "right" verdicts without a kept image are manifest rows only, not missing ones.
-            folder = names.get(verdict.label)
+        if label is not None:
+            folder = names.get(label)
             target = None if folder is None else _copy(entry, root / folder, written)
             if folder is None or target is None:
                 missing += 1
             else:
                 used_folders.add(folder)
                 image = target.relative_to(root).as_posix()
+        if review is not None and review.decision == "relabel":
+            corrected = review.label or ""
+        elif verdict is not None and verdict.kind == "wrong":
+            corrected = verdict.label or ""
+        else:
+            corrected = ""
+        # Items reviewed without a verdict (uncertain ones) are dated by their review.
+        created = verdict.created if verdict is not None else _review_time(entry)
         rows.append(
             {
                 "image": image,
                 "predicted": prediction.top.label,
-                "corrected": verdict.label if verdict.kind == "wrong" else "",
+                "corrected": corrected,
                 "confidence": f"{prediction.top.probability:.4f}",
                 "model_version": prediction.model,
-                "time": datetime.fromtimestamp(verdict.created, UTC).isoformat(timespec="seconds"),
-                "verdict": verdict.kind,
+                "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="seconds"),
+                "verdict": verdict.kind if verdict is not None else "",
+                "review": review.decision if review is not None else "",
             }
         )
     with open(root / MANIFEST_NAME, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    return len(written), len(used_folders), not_sure, missing, len(rows)
+    return len(written), len(used_folders), not_sure, missing, len(rows), reviewed, discarded
 
 
-def _copy(entry: FeedbackEntry, folder: Path, written: set[Path]) -> Path | None:
+def _review_time(entry: LabelledEntry) -> float:
+    if entry.review is None:
+        raise ValueError(f"prediction {entry.prediction.id!r} has neither verdict nor review")
+    return entry.review.created
+
+
+def _copy(entry: LabelledEntry, folder: Path, written: set[Path]) -> Path | None:
     """Copy the entry's image into `folder`; None when it is not in the store (or damaged)."""
     source, sha = entry.image_path, entry.prediction.image_sha256
     if source is None or sha is None:

@@ -1,0 +1,321 @@
+"""Admin commands: /stats, /disputes, /review, /export, /threshold (models: bot/models.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
+from telegram.error import BadRequest, TelegramError
+
+from bot import replies
+from bot.context import Ctx
+from bot.feedback import prediction_text
+
+logger = logging.getLogger(__name__)
+
+DISPUTES_PER_PAGE = 5
+UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024  # what bots may upload
+
+
+def _percentile_text(value: float) -> str:
+    return f"{value:.0f} ms" if value else "–"
+
+
+async def on_stats(update: Update, context: Ctx) -> None:
+    """/stats: since start and over the last 24 h, as text plus a PNG chart."""
+    message = update.effective_message
+    if message is None:
+        return
+    services = context.services
+    log = services.feedback
+    now = time.time()
+    since_start = await log.stats_since(services.started)
+    last_day = await log.stats_since(now - 86400)
+    pool = services.classifier.stats()
+    lines = [
+        f"📊 Model {pool.model}",
+        f"Workers ready: {pool.workers_ready}/{pool.workers_wanted} · queue: {pool.queue_depth}"
+        f" · in flight: {pool.in_flight}",
+        "",
+        f"Photos classified — last 24 h: {last_day.photos}, since start: {since_start.photos}",
+        f"Model latency since start: queue p50 {_percentile_text(pool.queue_ms_p50)}, "
+        f"p95 {_percentile_text(pool.queue_ms_p95)}; inference p50 "
+        f"{_percentile_text(pool.inference_ms_p50)}, "
+        f"p95 {_percentile_text(pool.inference_ms_p95)}",
+        f"Busy refusals: {pool.busy_refusals} · expired: {pool.expired} · "
+        f"worker restarts: {pool.worker_restarts}",
+        "",
+        "Verdicts — last 24 h: " + _verdicts_text(last_day.verdicts),
+        "Verdicts — since start: " + _verdicts_text(since_start.verdicts),
+    ]
+    top = sorted(last_day.per_label.items(), key=lambda item: -item[1])[:10]
+    if top:
+        lines += ["", "Answers per label (24 h):"]
+        lines += [f"• {label}: {count}" for label, count in top]
+    accuracy = {k: v for k, v in last_day.accuracy_per_label.items() if v[1]}
+    if accuracy:
+        lines += ["", "Accuracy the verdicts imply (24 h):"]
+        lines += [
+            f"• {label}: {right}/{judged} ({right / judged:.0%})"
+            for label, (right, judged) in sorted(accuracy.items(), key=lambda item: -item[1][1])
+        ][:10]
+    await message.reply_text("\n".join(lines))
+    from bot.charts import stats_chart
+
+    png = await asyncio.to_thread(
+        stats_chart,
+        last_day.per_label,
+        since_start.per_label,
+        last_day.accuracy_per_label,
+        f"Verdict — {pool.model}",
+    )
+    await message.reply_photo(InputFile(png, filename="stats.png"), caption="Answers per label")
+
+
+def _verdicts_text(verdicts: dict[str, int]) -> str:
+    right, wrong, unsure = (verdicts.get(k, 0) for k in ("right", "wrong", "unsure"))
+    judged = right + wrong
+    rate = f" → {right / judged:.0%} right" if judged else ""
+    return f"{right} right, {wrong} wrong, {unsure} not sure{rate}"
+
+
+async def on_threshold(update: Update, context: Ctx) -> None:
+    """/threshold P: the confidence under which answers list runner-ups; persisted."""
+    message = update.effective_message
+    if message is None:
+        return
+    tunables = context.services.tunables
+    args = context.args or []
+    if not args:
+        await message.reply_text(
+            f"The threshold is {replies.percent(tunables.confidence_threshold)}. "
+            "Change it with /threshold 60% (or 0.6)."
+        )
+        return
+    raw = args[0].strip()
+    try:
+        value = float(raw.rstrip("%"))
+    except ValueError:
+        await message.reply_text(f"{raw!r} is not a number. Try /threshold 60%.")
+        return
+    if raw.endswith("%") or value > 1:
+        value /= 100
+    if not 0 <= value <= 1:
+        await message.reply_text("The threshold is a share between 0 and 1 (or 0% and 100%).")
+        return
+    await context.services.feedback.set_setting("confidence_threshold", repr(value))
+    tunables.confidence_threshold = value
+    await message.reply_text(
+        f"Done: below {replies.percent(value)} confidence, answers list the runner-ups and "
+        "photos are kept for review."
+    )
+
+
+async def on_disputes(update: Update, context: Ctx) -> None:
+    """/disputes: the latest disputed predictions, each as its photo, paged."""
+    message = update.effective_message
+    if message is not None:
+        await _send_disputes(context, message.chat_id, 0)
+
+
+async def on_disputes_page(update: Update, context: Ctx) -> None:
+    """The Next/Previous buttons under /disputes."""
+    query = update.callback_query
+    if query is None or query.data is None or query.message is None:
+        return
+    await query.answer()
+    try:
+        offset = max(0, int(query.data.split(":", 1)[1]))
+    except ValueError:
+        return
+    await _send_disputes(context, query.message.chat.id, offset)
+
+
+async def _send_disputes(context: Ctx, chat_id: int, offset: int) -> None:
+    log = context.services.feedback
+    threshold = context.services.tunables.confidence_threshold
+    items, total = await log.list_disputes(offset, DISPUTES_PER_PAGE)
+    if not total:
+        await context.bot.send_message(chat_id, "No disputed predictions yet.")
+        return
+    for number, item in enumerate(items, offset + 1):
+        corrected = item.verdict.label if item.verdict.kind == "wrong" else "not sure"
+        caption = (
+            f"#{number} · predicted {prediction_text(item.prediction, threshold)}\n"
+            f"corrected: {corrected}"
+            + (f"\nreview: {item.review.decision}" if item.review else "")
+            + f"\n{time.strftime('%Y-%m-%d %H:%M', time.gmtime(item.verdict.created))} UTC"
+        )
+        try:
+            photo: object = item.prediction.file_id
+            if item.image_path is not None and item.image_path.exists():
+                photo = item.image_path.read_bytes()
+            await context.bot.send_photo(chat_id, photo, caption=caption)  # type: ignore[arg-type]
+        except (BadRequest, OSError):
+            await context.bot.send_message(chat_id, caption + "\n(photo no longer available)")
+    buttons = []
+    if offset > 0:
+        buttons.append(
+            InlineKeyboardButton(
+                "‹ Newer", callback_data=f"d:{max(0, offset - DISPUTES_PER_PAGE)}"
+            )
+        )
+    if offset + DISPUTES_PER_PAGE < total:
+        buttons.append(
+            InlineKeyboardButton("Older ›", callback_data=f"d:{offset + DISPUTES_PER_PAGE}")
+        )
+    shown = f"{offset + 1}–{min(offset + DISPUTES_PER_PAGE, total)} of {total}"
+    await context.bot.send_message(
+        chat_id,
+        f"Disputes {shown}.",
+        reply_markup=InlineKeyboardMarkup([buttons]) if buttons else None,
+    )
+
+
+async def on_review(update: Update, context: Ctx) -> None:
+    """/review: the next uncertain or disputed item, with confirm / relabel / discard."""
+    message = update.effective_message
+    if message is not None:
+        await _send_next_review(context, message.chat_id)
+
+
+async def _send_next_review(context: Ctx, chat_id: int) -> None:
+    log = context.services.feedback
+    threshold = context.services.tunables.confidence_threshold
+    item = await log.next_for_review()
+    if item is None:
+        await context.bot.send_message(chat_id, "Nothing left to review. 🎉")
+        return
+    left = await log.count_for_review()
+    prediction = item.prediction
+    proposed: str | None
+    if item.verdict is None:
+        user_says, proposed = "no verdict (uncertain)", prediction.top.label
+    elif item.verdict.kind == "wrong":
+        user_says, proposed = f"wrong, it is “{item.verdict.label}”", item.verdict.label
+    elif item.verdict.kind == "right":
+        user_says, proposed = "right", prediction.top.label
+    else:
+        user_says, proposed = "not sure", None
+    caption = (
+        f"Review ({left} left)\nmodel: {prediction_text(prediction, threshold)}\nuser: {user_says}"
+    )
+    rows = []
+    if proposed:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    f"✅ Confirm “{proposed}”"[:60], callback_data=f"r:{prediction.id}:c"
+                )
+            ]
+        )
+    rows.append(
+        [
+            InlineKeyboardButton(f"{score.label}"[:40], callback_data=f"r:{prediction.id}:s:{i}")
+            for i, score in enumerate(prediction.scores)
+            if score.label != proposed
+        ][:3]
+    )
+    rows.append(
+        [
+            InlineKeyboardButton("🗑 Discard", callback_data=f"r:{prediction.id}:d"),
+            InlineKeyboardButton("⏭ Stop", callback_data=f"r:{prediction.id}:q"),
+        ]
+    )
+    markup = InlineKeyboardMarkup([row for row in rows if row])
+    photo: object = prediction.file_id
+    if item.image_path is not None and item.image_path.exists():
+        photo = item.image_path.read_bytes()
+    try:
+        await context.bot.send_photo(chat_id, photo, caption=caption, reply_markup=markup)  # type: ignore[arg-type]
+    except BadRequest:
+        await context.bot.send_message(
+            chat_id, caption + "\n(photo no longer available)", reply_markup=markup
+        )
+
+
+async def on_review_button(update: Update, context: Ctx) -> None:
+    """A decision in /review: stored, then the next item."""
+    query = update.callback_query
+    if query is None or query.data is None or query.message is None:
+        return
+    parts = query.data.split(":")
+    if len(parts) < 3:
+        await query.answer(replies.UNKNOWN_BUTTON)
+        return
+    prediction_id, action = parts[1], parts[2]
+    log = context.services.feedback
+    chat_id = query.message.chat.id
+    if action == "q":
+        await query.answer("Stopped.")
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_reply_markup(reply_markup=None)
+        return
+    record = await log.get_prediction(prediction_id)
+    if record is None:
+        await query.answer(replies.EXPIRED, show_alert=True)
+        return
+    if action == "c":
+        decision, label = "confirm", None
+    elif action == "d":
+        decision, label = "discard", None
+    elif action == "s" and len(parts) == 4 and parts[3].isdigit():
+        index = int(parts[3])
+        if index >= len(record.scores):
+            await query.answer(replies.UNKNOWN_BUTTON)
+            return
+        decision, label = "relabel", record.scores[index].label
+    else:
+        await query.answer(replies.UNKNOWN_BUTTON)
+        return
+    admin = query.from_user.id
+    stored = await log.record_review(prediction_id, admin_id=admin, decision=decision, label=label)
+    await query.answer("Saved." if stored else "Already reviewed.")
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_reply_markup(reply_markup=None)
+    await _send_next_review(context, chat_id)
+
+
+async def on_export(update: Update, context: Ctx) -> None:
+    """/export: the reviewed training data as a zip (folder per label + CSV)."""
+    message = update.effective_message
+    if message is None:
+        return
+    data_dir = context.services.settings.data_dir
+    exports = data_dir / "exports"
+    exports.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    archive = exports / f"verdict-feedback-{stamp}.zip"
+    try:
+        summary = await asyncio.to_thread(_export_zip, data_dir, archive)
+    except Exception as exc:
+        logger.exception("export failed")
+        await message.reply_text(f"The export failed: {exc}")
+        return
+    size = archive.stat().st_size
+    if size > UPLOAD_LIMIT_BYTES:
+        await message.reply_text(
+            f"{summary}\nThe zip is {size / 1024 / 1024:.0f} MB, over the 50 MB bots may send. "
+            f"It is on the server at {archive}."
+        )
+        return
+    with archive.open("rb") as handle:
+        await message.reply_document(
+            InputFile(handle, filename=archive.name), caption=summary[:1000]
+        )
+
+
+def _export_zip(data_dir: Path, archive: Path) -> str:
+    from training.export import export_feedback
+
+    with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
+        out = Path(tmp) / "feedback"
+        summary = export_feedback(data_dir, out, reviewed_only=True)
+        shutil.make_archive(str(archive.with_suffix("")), "zip", root_dir=out)
+    return summary.describe()

