@@ -54,6 +54,7 @@ class Settings:
     admin_ids: frozenset[int] = field(default_factory=frozenset)
     allowed_user_ids: frozenset[int] | None = None
     training_data_dir: Path | None = None
+    retrain_args: tuple[str, ...] = ()
     data_dir: Path = Path("data")
     model_path: Path | None = None
     confidence_threshold: float = 0.5
@@ -118,6 +119,7 @@ def load_settings(
         admin_ids=reader.get("ADMIN_IDS", _id_set, frozenset()),
         allowed_user_ids=reader.get("ALLOWED_USER_IDS", _id_set, None),
         training_data_dir=reader.get("TRAINING_DATA_DIR", _existing_dir, None),
+        retrain_args=reader.get("RETRAIN_ARGS", _arguments, ()),
         data_dir=reader.get("DATA_DIR", Path, defaults.data_dir),
         model_path=reader.get("MODEL_PATH", _existing_file, None),
         confidence_threshold=reader.get(
@@ -225,6 +227,15 @@ def _existing_file(raw: str) -> Path:
     if not path.is_file():
         raise ValueError(f"no such file: {raw!r}")
     return path
+
+
+def _arguments(raw: str) -> tuple[str, ...]:
+    import shlex
+
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ValueError(f"cannot split {raw!r} into arguments: {exc}") from None
 
 
 def _existing_dir(raw: str) -> Path:

@@ -171,6 +171,7 @@ async def on_retrain(update: Update, context: Ctx) -> None:
         "--no-activate",
         "--data-dir",
         str(settings.data_dir),
+        *settings.retrain_args,
     ]
     status = await message.reply_text("🏋️ Starting the retraining…")
     process = await asyncio.create_subprocess_exec(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,3 +142,44 @@ def test_allowed_users_only_one_refusal_a_day(bot: RunningBot) -> None:
     finally:
         del bot.env["ALLOWED_USER_IDS"]
         bot.restart()
+
+
+def test_retrain_reports_progress_and_offers_the_new_version(tmp_path: Path) -> None:
+    """/retrain fits in a separate process; one message shows progress then the metrics and
+    [Use it]; a second /retrain meanwhile is refused; Use it swaps the model."""
+    from tests.trainingdata import make_folders
+
+    images_dir = tmp_path / "images"
+    make_folders(images_dir, {"coffee": 12, "cat": 12})
+    bot = start_bot(
+        tmp_path,
+        {
+            "ADMIN_IDS": str(ADMIN),
+            "TRAINING_DATA_DIR": str(images_dir),
+            "RETRAIN_ARGS": "--epochs 1 --freeze-epochs 1 --size 160 --bs 8",
+        },
+    )
+    try:
+        started = bot.send(text="/retrain", user_id=ADMIN)["replies"][0]
+        assert "etraining" in started["text"]  # "Starting the retraining…", or already progress
+        again = texts(bot.send(text="/retrain", user_id=ADMIN))[0]
+        assert again.startswith("A retraining is already running")
+        # The bot keeps answering photos while it trains.
+        assert bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"][0]["text"]
+        deadline = time.monotonic() + 600
+        final: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            final = bot.message(ADMIN, started["message_id"])
+            if "finished" in final["text"] or "failed" in final["text"]:
+                break
+            time.sleep(1)
+        assert "Retraining finished" in final["text"], final["text"]
+        assert "new: accuracy" in final["text"]
+        use = buttons(final)["Use it"]
+        answer = bot.press(final["message_id"], use, user_id=ADMIN, settle=2)
+        swapped = [m["text"] for m in answer["messages"] if m.get("text")]
+        assert any(t.startswith("Now serving v") for t in swapped), answer
+        reply = bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"][0]["text"]
+        assert reply.split(" ")[0] in ("coffee", "cat", "Not"), reply
+    finally:
+        assert bot.stop() == 0

@@ -81,3 +81,53 @@ def test_the_bot_serves_it_end_to_end(legacy: Path, tmp_path: Path) -> None:
         assert "Brighten" in bot.log() and "is_cat" in bot.log()
     finally:
         assert bot.stop() == 0
+
+
+def test_import_registers_it_and_the_bot_serves_it_from_the_registry(
+    legacy: Path, tmp_path: Path
+) -> None:
+    """`python -m training import FILE --activate`: summary printed, version active, served."""
+    data_dir = tmp_path / "data"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "import",
+            str(legacy),
+            "--activate",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 labels (cat, other)" in result.stdout
+    assert "__main__.is_cat" in result.stdout and "__main__.Brighten" in result.stdout
+
+    from model.registry import Registry
+
+    active = Registry(data_dir / "models").active()
+    assert active is not None and active.labels == ("cat", "other")
+    bot = start_bot(tmp_path, {"DATA_DIR": str(data_dir)})
+    try:
+        reply = bot.send_photo(images.coffee_jpeg())["replies"][0]
+        assert reply["text"].split(" ")[0] in ("cat", "other", "Not"), reply["text"]
+    finally:
+        assert bot.stop() == 0
+
+
+def test_importing_a_multi_label_learner_fails_clearly(tmp_path: Path) -> None:
+    path = make(tmp_path / "multi.pkl", "--multilabel")
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "import", str(path), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "not supported yet" in result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(commands)
     _add_models(commands)
     _add_use(commands)
+    _add_import(commands)
     return parser
 
 
@@ -257,15 +259,22 @@ def _fit(args: argparse.Namespace) -> int:
         with_feedback=args.with_feedback,
         reviewed_only=args.reviewed_only,
     )
+    # SIGTERM (the bot's "/retrain cancel", `docker stop`) unwinds like Ctrl-C, so that the
+    # working folder and any half-staged version are removed on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         fit(options)
     except (DataError, FitError, RegistryError) as exc:
         print(f"fit: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("fit: interrupted; nothing was registered", file=sys.stderr)
+        print("fit: stopped before it finished", file=sys.stderr)
         return 130
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _registry(args: argparse.Namespace) -> Registry:
@@ -339,6 +348,40 @@ def _use(args: argparse.Namespace) -> int:
         f"{card.version} is now active ({card.architecture}, {len(card.labels)} labels). "
         f"A running bot switches on /use {card.version} or when it restarts."
     )
+    return 0
+
+
+def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imported = commands.add_parser(
+        "import",
+        help="register a learner exported elsewhere (learn.export() in a notebook)",
+        description=(
+            "Load FILE once in a separate process to check it and summarise it (architecture, "
+            "labels, input size, what had to be patched), then register it as a new model "
+            "version with its sha256. Unpickling runs code from the file: import only files "
+            "you trust."
+        ),
+    )
+    imported.add_argument("file", metavar="FILE", type=Path, help="an export.pkl")
+    imported.add_argument(
+        "--activate", action="store_true", help="make it the active version right away"
+    )
+    _data_dir_option(imported)
+    imported.set_defaults(handler=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from model.registry import RegistryError
+    from training.importer import ImportFailed, describe, import_learner
+
+    try:
+        card = import_learner(args.file, _registry(args), activate=args.activate)
+    except (ImportFailed, RegistryError) as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(describe(card))
+    if args.activate:
+        print(f"{card.version} is now active; a running bot switches on /use or restart.")
     return 0
 
 
