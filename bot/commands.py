@@ -28,7 +28,9 @@ async def on_help(update: Update, context: Ctx) -> None:
 def _help(context: Ctx) -> str:
     settings = context.services.settings
     return replies.help_text(
-        replies.labels_hint(context.services.classifier.model_name),
+        replies.labels_hint(
+            context.services.classifier.labels_for(context.services.classifier.model_name)
+        ),
         context.services.tunables.confidence_threshold,
         settings.retention_days,
         settings.keep_uncertain_images,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from model.types import (
     CorruptImage,
     EmptyFile,
@@ -138,11 +140,15 @@ def start_text(first_name: str | None, help_body: str) -> str:
     return greeting + help_body
 
 
-def labels_hint(model_name: str) -> str:
+def labels_hint(labels: Sequence[str] | None) -> str:
     """One sentence on what the model knows."""
-    if model_name.startswith("default-efficientnet-lite0-imagenet"):
+    if not labels:
+        return "I use a model trained by my operator."
+    if len(labels) == 1000 and "espresso" in labels:
         return "I know the 1000 everyday things of ImageNet (animals, food, objects, vehicles)."
-    return "I use a model trained by my operator."
+    if len(labels) <= 12:
+        return f"I tell these apart: {', '.join(labels)}."
+    return f"I know {len(labels)} labels, for example {', '.join(labels[:5])}."
 
 
 # ---------------------------------------------------------------------------- verdicts

@@ -55,6 +55,8 @@ _SHORT_PATTERN = re.compile(r"^v(\d+)$")
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CHUNK = 1 << 20
 STALE_STAGING_S = 24 * 3600
+FILE_MODE = 0o644
+FOLDER_MODE = 0o755
 
 
 class RegistryError(Exception):
@@ -234,6 +236,8 @@ def _write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` so that a reader sees the old or the new file, never half."""
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private; the bot may run as another user than `training`.
+        os.fchmod(handle, FILE_MODE)
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
@@ -508,6 +512,7 @@ class Registry:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.models_dir))
         try:
+            staging.chmod(FOLDER_MODE)  # mkdtemp's folder is private; versions are not
             target = staging / MODEL_FILE
             if move:
                 shutil.move(learner_file, target)

@@ -42,12 +42,14 @@ class WorkerConfig:
 
 
 def model_name(path: Path) -> str:
-    """A short, stable name for a model file: its stem plus the start of its sha256."""
+    """A short, stable name for a model file: its stem (a registry version's folder name)
+    plus the start of its sha256."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return f"{path.stem}@{digest.hexdigest()[:8]}"
+    stem = path.parent.name if path.name == "model.pkl" else path.stem
+    return f"{stem}@{digest.hexdigest()[:8]}"
 
 
 def preload() -> None:

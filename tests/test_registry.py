@@ -342,3 +342,11 @@ def test_models_with_nothing_registered_says_how_to_start(tmp_path: Path) -> Non
     result = run_cli("models", data_dir=tmp_path)
     assert result.returncode == 0
     assert "No model versions" in result.stdout and "python -m training fit" in result.stdout
+
+
+def test_versions_are_readable_by_other_users(registry: Registry, tmp_path: Path) -> None:
+    """`training` may run as another user than the bot: nothing it writes is private."""
+    card = register(registry, tmp_path, b"x", activate=True)
+    folder = registry.models_dir / card.version
+    for path in (folder, folder / CARD_NAME, folder / "model.pkl", folder.parent / ACTIVE_NAME):
+        assert path.stat().st_mode & 0o004, path

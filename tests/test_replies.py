@@ -53,7 +53,11 @@ def test_too_big_names_both_sizes() -> None:
 
 
 def test_help_says_what_is_kept_and_for_how_long() -> None:
-    hint = replies.labels_hint("default-efficientnet-lite0-imagenet@ab")
+    from model.default import imagenet_labels
+
+    hint = replies.labels_hint(imagenet_labels())
+    assert replies.labels_hint(["cat", "dog"]) == "I tell these apart: cat, dog."
+    assert "I know 20 labels" in replies.labels_hint([f"l{i}" for i in range(20)])
     text = replies.help_text(hint, 0.5, 30, keep_uncertain=True)
     assert "What I keep" in text and "ImageNet" in text and "/forget" in text
     assert "after 30 days" in text and "less than 50% sure about" in text
