@@ -175,10 +175,36 @@ def test_retrain_reports_progress_and_offers_the_new_version(tmp_path: Path) -> 
             time.sleep(1)
         assert "Retraining finished" in final["text"], final["text"]
         assert "new: accuracy" in final["text"]
+        missing = texts(bot.send(text="/use v99", user_id=ADMIN))[0]
+        assert missing.startswith("Can't use 'v99'"), missing
+
+        # [Use it] while photos keep coming: every one of them is answered.
+        from concurrent.futures import ThreadPoolExecutor
+
         use = buttons(final)["Use it"]
-        answer = bot.press(final["message_id"], use, user_id=ADMIN, settle=2)
+        with ThreadPoolExecutor(4) as pool:
+            photos = [
+                pool.submit(bot.send_photo, images.coffee_jpeg(), user_id=USER + 1 + n)
+                for n in range(12)
+            ]
+            answer = bot.press(final["message_id"], use, user_id=ADMIN, settle=2)
+            replies = [f.result()["replies"] for f in photos]
+        assert all(r and r[0]["text"] for r in replies), replies
         swapped = [m["text"] for m in answer["messages"] if m.get("text")]
         assert any(t.startswith("Now serving v") for t in swapped), answer
+        reply = bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"][0]["text"]
+        assert reply.split(" ")[0] in ("coffee", "cat", "Not"), reply
+
+        # A tampered version is refused, and the active model keeps serving.
+        from model.registry import Registry
+
+        registry = Registry(tmp_path / "data" / "models")
+        previous = registry.previous()
+        assert previous is not None
+        with (registry.version_dir(previous) / previous.file).open("ab") as handle:
+            handle.write(b"tampered")
+        refused = texts(bot.send(text="/use previous", user_id=ADMIN))[0]
+        assert refused.startswith("Can't use 'previous'") and "sha256" in refused, refused
         reply = bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"][0]["text"]
         assert reply.split(" ")[0] in ("coffee", "cat", "Not"), reply
     finally:
