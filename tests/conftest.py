@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from model.feedback import SqliteFeedbackLog
+
+START = 1_700_000_000.0  # the feedback tests' fake "now"
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +20,29 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     ensure_default_learner(folder)
     return folder
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A hand-moved clock starting at START."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def log(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteFeedbackLog]:
+    """A feedback log in tmp_path on the fake clock."""
+    feedback = await SqliteFeedbackLog.open(tmp_path, clock=clock)
+    try:
+        yield feedback
+    finally:
+        await feedback.close()

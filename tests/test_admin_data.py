@@ -9,7 +9,7 @@ import io
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,35 +32,11 @@ from model.feedback import (
 )
 from model.types import LabelScore, Prediction
 from tests import images
+from tests.conftest import START, FakeClock
 from training.export import MANIFEST_COLUMNS, MANIFEST_NAME, export_feedback
 
 ROOT = Path(__file__).resolve().parents[1]
-START = 1_700_000_000.0
 DAY = 86_400.0
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def log(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteFeedbackLog]:
-    feedback = await SqliteFeedbackLog.open(tmp_path, clock=clock)
-    try:
-        yield feedback
-    finally:
-        await feedback.close()
 
 
 @pytest.fixture

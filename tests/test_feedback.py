@@ -9,7 +9,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,33 +29,9 @@ from model.feedback import (
 )
 from model.types import LabelScore, Prediction
 from tests import images
+from tests.conftest import START, FakeClock
 
 ROOT = Path(__file__).resolve().parents[1]
-START = 1_700_000_000.0
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def log(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteFeedbackLog]:
-    feedback = await SqliteFeedbackLog.open(tmp_path, clock=clock)
-    try:
-        yield feedback
-    finally:
-        await feedback.close()
 
 
 def png(seed: int) -> bytes:
