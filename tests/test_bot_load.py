@@ -39,21 +39,33 @@ def test_sigterm_answers_photos_in_flight_then_exits_zero(tmp_path: Path) -> Non
     chat to show "typing…".
     """
     bot = start_bot(tmp_path, {"WORKERS": "1"})
-    photo = images.encode(images.coffee().resize((1200, 800)), "JPEG")
-    with ThreadPoolExecutor(10) as pool:
-        futures = [pool.submit(bot.send_photo, photo, user_id=600 + n) for n in range(10)]
-        deadline = time.monotonic() + 30
+    try:
+        photo = images.encode(images.coffee().resize((1200, 800)), "JPEG")
+        with ThreadPoolExecutor(10) as pool:  # all at once, so that they queue up
+            sent = list(
+                pool.map(
+                    lambda n: bot.send_photo(photo, user_id=600 + n, wait=0)["message"], range(10)
+                )
+            )
+        deadline = time.monotonic() + 60
         while len(bot.calls("getFile")) < 10 and time.monotonic() < deadline:
             time.sleep(0.005)  # every handler is fetching its photo: all ten are in flight
         assert len(bot.calls("getFile")) >= 10
         status = bot.stop_process()
-        answers = [f.result() for f in futures]
-    typing = [c["params"] for c in bot.calls("sendChatAction")]
-    bot.stop()
-    assert status == 0, bot.log()
-    texts = [a["replies"][0]["text"] if a["replies"] else None for a in answers]
-    assert all(t is not None and t.startswith("espresso — ") for t in texts), texts
-    assert typing and all(t.get("action") == "typing" for t in typing)
+        assert status == 0, bot.log()
+        for message in sent:
+            chat = message["chat"]["id"]
+            replies = [
+                m
+                for m in bot.messages(chat)
+                if m["from_bot"]
+                and (m.get("reply_to_message") or {}).get("message_id") == message["message_id"]
+            ]
+            assert replies and replies[0]["text"].startswith("espresso — "), replies
+        typing = [c["params"] for c in bot.calls("sendChatAction")]
+        assert typing and all(t.get("action") == "typing" for t in typing)
+    finally:
+        bot.stop()
 
 
 def test_flood_limits_are_waited_out_and_no_reply_is_lost(tmp_path: Path) -> None:
