@@ -14,6 +14,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Upda
 from telegram.error import BadRequest, TelegramError
 
 from bot import replies
+from bot.config import parse_fraction
 from bot.context import Ctx
 from bot.feedback import prediction_text
 
@@ -98,16 +99,10 @@ async def on_threshold(update: Update, context: Ctx) -> None:
             "Change it with /threshold 60% (or 0.6)."
         )
         return
-    raw = args[0].strip()
     try:
-        value = float(raw.rstrip("%"))
-    except ValueError:
-        await message.reply_text(f"{raw!r} is not a number. Try /threshold 60%.")
-        return
-    if raw.endswith("%") or value > 1:
-        value /= 100
-    if not 0 <= value <= 1:
-        await message.reply_text("The threshold is a share between 0 and 1 (or 0% and 100%).")
+        value = parse_fraction(args[0].strip())
+    except ValueError as exc:
+        await message.reply_text(f"The threshold was not changed: {exc}. Try /threshold 60%.")
         return
     await context.services.feedback.set_setting("confidence_threshold", repr(value))
     tunables.confidence_threshold = value
@@ -152,13 +147,7 @@ async def _send_disputes(context: Ctx, chat_id: int, offset: int) -> None:
             + (f"\nreview: {item.review.decision}" if item.review else "")
             + f"\n{time.strftime('%Y-%m-%d %H:%M', time.gmtime(item.verdict.created))} UTC"
         )
-        try:
-            photo: object = item.prediction.file_id
-            if item.image_path is not None and item.image_path.exists():
-                photo = item.image_path.read_bytes()
-            await context.bot.send_photo(chat_id, photo, caption=caption)  # type: ignore[arg-type]
-        except (BadRequest, OSError):
-            await context.bot.send_message(chat_id, caption + "\n(photo no longer available)")
+        await _send_item(context, chat_id, item.prediction.file_id, item.image_path, caption)
     buttons = []
     if offset > 0:
         buttons.append(
@@ -229,15 +218,33 @@ async def _send_next_review(context: Ctx, chat_id: int) -> None:
         ]
     )
     markup = InlineKeyboardMarkup([row for row in rows if row])
-    photo: object = prediction.file_id
-    if item.image_path is not None and item.image_path.exists():
-        photo = item.image_path.read_bytes()
+    await _send_item(context, chat_id, prediction.file_id, item.image_path, caption, markup)
+
+
+async def _send_item(
+    context: Ctx,
+    chat_id: int,
+    file_id: str,
+    image_path: Path | None,
+    caption: str,
+    markup: InlineKeyboardMarkup | None = None,
+) -> None:
+    """An item's photo (the kept copy, else Telegram's by file id) with its caption; the
+    caption alone when neither can be had."""
     try:
-        await context.bot.send_photo(chat_id, photo, caption=caption, reply_markup=markup)  # type: ignore[arg-type]
-    except BadRequest:
+        kept = await asyncio.to_thread(_read_kept, image_path)  # a disk read: off the loop
+        photo = kept if kept is not None else file_id
+        await context.bot.send_photo(chat_id, photo, caption=caption, reply_markup=markup)
+    except (BadRequest, OSError):
         await context.bot.send_message(
             chat_id, caption + "\n(photo no longer available)", reply_markup=markup
         )
+
+
+def _read_kept(image_path: Path | None) -> bytes | None:
+    if image_path is None or not image_path.exists():
+        return None
+    return image_path.read_bytes()
 
 
 async def on_review_button(update: Update, context: Ctx) -> None:

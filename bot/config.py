@@ -123,7 +123,7 @@ def load_settings(
         data_dir=reader.get("DATA_DIR", Path, defaults.data_dir),
         model_path=reader.get("MODEL_PATH", _existing_file, None),
         confidence_threshold=reader.get(
-            "CONFIDENCE_THRESHOLD", _fraction, defaults.confidence_threshold
+            "CONFIDENCE_THRESHOLD", parse_fraction, defaults.confidence_threshold
         ),
         keep_uncertain_images=reader.get(
             "KEEP_UNCERTAIN_IMAGES", _bool, defaults.keep_uncertain_images
@@ -245,20 +245,18 @@ def _existing_dir(raw: str) -> Path:
     return path
 
 
-def _fraction(raw: str) -> float:
-    text = raw.rstrip("%")
+def parse_fraction(raw: str) -> float:
+    """A share from "0.4", "40%" or "40" (above 1 reads as a percentage); ValueError if not
+    one between 0 and 1. Used for CONFIDENCE_THRESHOLD and by /threshold."""
+    problem = f"expected a number between 0 and 1 (or a percentage), got {raw!r}"
     try:
-        value = float(text)
+        value = float(raw.rstrip("%"))
     except ValueError:
-        raise ValueError(
-            f"expected a number between 0 and 1 (or a percentage), got {raw!r}"
-        ) from None
+        raise ValueError(problem) from None
     if raw.endswith("%") or value > 1:
         value /= 100
     if not 0 <= value <= 1:
-        raise ValueError(
-            f"expected a number between 0 and 1 (or a percentage), got {raw!r}"
-        ) from None
+        raise ValueError(problem)
     return value
 
 

@@ -49,7 +49,7 @@ class Services:
     classifier: ImageClassifier
     feedback: FeedbackLog
     metrics: Metrics
-    tunables: Tunables = field(default_factory=lambda: Tunables(0.5))
+    tunables: Tunables
     started: float = field(default_factory=time.time)
 
     @classmethod

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import sqlite3
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, ParamSpec, Protocol, TypeVar
 
+from model.files import write_atomically
 from model.types import LabelScore, Prediction
 
 logger = logging.getLogger(__name__)
@@ -618,15 +618,6 @@ def _check_setting_key(key: str) -> str:
             f"{MAX_SETTING_KEY_LENGTH} characters, not {key!r}"
         )
     return key
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename durable: without it a power cut can forget that the file was ever created.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FeedbackStore:
@@ -1286,19 +1277,8 @@ class FeedbackStore:
             os.utime(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as file:
-                    file.write(data)
-                    file.flush()
-                    os.fsync(file.fileno())
-                # A crash leaves either no file or the whole file, never half of one.
-                os.replace(temp_name, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp_name)
-                raise
-            _fsync_dir(path.parent)
+            # A crash leaves either no file or the whole file, never half of one.
+            write_atomically(path, data)
         self._conn.execute(
             "INSERT INTO images (sha256, ext, size, created) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (sha256) DO NOTHING",

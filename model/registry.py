@@ -39,6 +39,7 @@ from typing import Any
 
 from model.default import ARCHITECTURE as DEFAULT_ARCHITECTURE
 from model.default import IMAGE_SIZE as DEFAULT_IMAGE_SIZE
+from model.files import fsync_dir, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -223,31 +224,9 @@ def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
-        handle = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-
-
 def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a reader sees the old or the new file, never half."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private; the bot may run as another user than `training`.
-        os.fchmod(handle, FILE_MODE)
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
-    _fsync_dir(path.parent)
+    """Replace `path` with `text`, readable by the bot even if `training` runs as another user."""
+    write_atomically(path, text.encode("utf-8"), FILE_MODE)
 
 
 def imagenet_labels_without_torch() -> tuple[str, ...]:
@@ -555,13 +534,13 @@ class Registry:
                     artifacts=names,
                 )
                 _write_atomically(staging / CARD_NAME, json.dumps(card.to_json(), indent=2) + "\n")
-                _fsync_dir(staging)
+                fsync_dir(staging)
                 # Never replace a folder that exists (not even an empty one).
                 final = self.models_dir / card.version
                 if final.exists():
                     raise RegistryError(f"{final} already exists")
                 os.rename(staging, final)
-                _fsync_dir(self.models_dir)
+                fsync_dir(self.models_dir)
                 if activate:
                     self._write_active(card.version)
         except BaseException:

@@ -1,0 +1,40 @@
+"""Durable file writes shared by the feedback store and the model registry."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the file system allows."""
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def write_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Replace `path` with `data`: a reader or a crash sees the old or the new file, never half.
+
+    The temporary file is `.<name>.*.tmp` beside `path`; `mode` (default: mkstemp's private
+    0600) is set before any byte is written.
+    """
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if mode is not None:
+            os.fchmod(handle, mode)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    fsync_dir(path.parent)
