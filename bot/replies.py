@@ -172,11 +172,6 @@ def verdict_mark(kind: str, label: str | None) -> str:
     return "🤷"
 
 
-def album_line_error(number: int, text: str) -> str:
-    """One album line for a photo that could not be classified."""
-    return f"{number}. {text}"
-
-
 def with_footer(prediction_text: str, footer: str) -> str:
     """A prediction message with a status line under it."""
     return f"{prediction_text}\n\n{footer}"

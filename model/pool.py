@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
 import statistics
 import time
 from collections import Counter, deque
@@ -529,8 +528,3 @@ def _percentile(samples: Sequence[float], pct: int) -> float:
     if len(samples) == 1:
         return float(samples[0])
     return float(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1])
-
-
-def default_workers(threads_per_worker: int = 1) -> int:
-    """How many workers fit this machine's cores at `threads_per_worker` each."""
-    return max(1, (os.cpu_count() or 1) // max(1, threads_per_worker))
