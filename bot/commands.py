@@ -5,6 +5,7 @@ from __future__ import annotations
 from telegram import Update
 
 from bot import replies
+from bot.access import ADMIN_COMMANDS
 from bot.context import Ctx
 
 
@@ -22,7 +23,11 @@ async def on_help(update: Update, context: Ctx) -> None:
     message = update.effective_message
     if message is None:
         return
-    await message.reply_text(_help(context))
+    text = _help(context)
+    user = update.effective_user
+    if user is not None and user.id in context.services.settings.admin_ids:
+        text += "\n\n" + replies.admin_help(ADMIN_COMMANDS)
+    await message.reply_text(text)
 
 
 def _help(context: Ctx) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from telegram import BotCommand
+
 from model.types import (
     CorruptImage,
     EmptyFile,
@@ -218,6 +220,14 @@ FORGET_KEPT = "OK, nothing was deleted."
 
 
 # ---------------------------------------------------------------------------- admins
+
+
+def admin_help(commands: Sequence[BotCommand]) -> str:
+    """The admin commands, added to /help for admins only."""
+    return "Admin commands:\n" + "\n".join(
+        f"/{command.command} — {command.description}" for command in commands
+    )
+
 
 ADMINS_ONLY = "Sorry, this command is for the bot's admins."
 NOT_ALLOWED = (

@@ -63,6 +63,14 @@ def test_non_admins_are_refused(bot: RunningBot, command: str) -> None:
     ]
 
 
+def test_help_lists_the_admin_commands_for_admins_only(bot: RunningBot) -> None:
+    admin_help = texts(bot.send(text="/help", user_id=ADMIN))[0]
+    assert "Admin commands:" in admin_help
+    for command in ("/stats", "/disputes", "/review", "/export", "/retrain", "/models", "/use"):
+        assert command in admin_help
+    assert "Admin commands:" not in texts(bot.send(text="/help", user_id=USER))[0]
+
+
 def test_the_refused_threshold_changed_nothing(bot: RunningBot) -> None:
     bot.send(text="/threshold 10%", user_id=USER)
     assert "The threshold is 50%" in texts(bot.send(text="/threshold", user_id=ADMIN))[0]
