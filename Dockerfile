@@ -27,6 +27,8 @@ RUN pip install --index-url "${TORCH_INDEX}" torch torchvision \
  && pip uninstall -y verdict \
  && rm -rf bot model training
 
+# Not sandbox/ (the local stand-in for Telegram, for development; .dockerignore leaves it out
+# too): without a bot token this image refuses to start rather than serve a sandbox.
 COPY bot ./bot
 COPY model ./model
 COPY training ./training

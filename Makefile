@@ -30,13 +30,13 @@ run: setup
 	$(BIN)/python -m bot
 
 lint: setup
-	$(BIN)/ruff format --check bot model training tests benchmarks
-	$(BIN)/ruff check bot model training tests benchmarks
+	$(BIN)/ruff format --check bot sandbox model training tests benchmarks
+	$(BIN)/ruff check bot sandbox model training tests benchmarks
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff format bot model training tests benchmarks
-	$(BIN)/ruff check --fix bot model training tests benchmarks
+	$(BIN)/ruff format bot sandbox model training tests benchmarks
+	$(BIN)/ruff check --fix bot sandbox model training tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -304,7 +304,7 @@ def measure_bot(levels: list[tuple[int, int]], workdir: Path) -> list[Result]:
 
 
 def measure_peer(levels: list[tuple[int, int]], workdir: Path, model: Path) -> list[Result]:
-    from bot.sandbox import SandboxThread
+    from sandbox import SandboxThread
 
     sandbox = SandboxThread(FAKE_TOKEN)
     url = sandbox.start()

@@ -1,1 +1,1 @@
-"""Verdict's Telegram side: handlers, settings, the composition root and the sandbox."""
+"""Verdict's Telegram side: handlers, settings and the composition root."""

@@ -23,7 +23,7 @@ from bot.logs import RedactFilter, configure_logging
 from bot.metrics import Metrics
 from bot.web import WebServer
 from model.default import DEFAULT_MODEL_FILE
-from model.feedback import FeedbackLog, SqliteFeedbackLog
+from model.feedback import PrivacyLog, SqliteFeedbackLog
 from model.pool import Classifier, PoolConfig
 from model.registry import Registry, RegistryError
 from model.worker import WorkerConfig
@@ -56,7 +56,21 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
 
     sandbox = None
     if settings.telegram_token is None:
-        from bot.sandbox import Sandbox
+        # The sandbox lives in a checkout (sandbox/), not in the production image: there, a
+        # missing token is a configuration error, never a quiet start that reaches nobody.
+        try:
+            from sandbox import Sandbox
+        except ModuleNotFoundError as exc:
+            if exc.name != "sandbox":
+                raise
+            print(
+                "TELEGRAM_TOKEN is not set: set it (the token from @BotFather) in the "
+                "environment or .env.\nWithout a token a source checkout runs the local "
+                "sandbox instead, but the sandbox is not installed here (the production image "
+                "leaves it out).",
+                file=sys.stderr,
+            )
+            return 2
 
         token = f"{secrets.randbelow(10**9) + 10**9}:sandbox-{secrets.token_urlsafe(24)}"
         redact.secrets.append(token)
@@ -64,8 +78,14 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         page_admin_id = min(settings.admin_ids) if settings.admin_ids else None
         sandbox = Sandbox(token, page_admin_id=page_admin_id)
         url = await sandbox.start(settings.sandbox_host, settings.sandbox_port)
-        settings = replace(settings, telegram_token=Secret(token), telegram_api_url=url)
-        logger.info("no TELEGRAM_TOKEN set: using the local sandbox Bot API at %s", url)
+        settings = replace(
+            settings, telegram_token=Secret(token), telegram_api_url=url, sandbox=True
+        )
+        logger.warning(
+            "SANDBOX MODE: no TELEGRAM_TOKEN set; serving the local stand-in Bot API at %s "
+            "— this bot is not on Telegram",
+            url,
+        )
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry(settings.models_dir)
@@ -80,8 +100,10 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     metrics.watch_pool(classifier.stats)
     classifier.set_observer(metrics.observe_batch)
     feedback_log = await SqliteFeedbackLog.open(settings.data_dir)
-    services = Services.create(settings, classifier, feedback_log, metrics)
-    stored_threshold = await feedback_log.get_setting("confidence_threshold")
+    services = Services.create(
+        settings, classifier, feedback_log, feedback_log.settings, metrics, registry
+    )
+    stored_threshold = await services.stored_settings.get_setting("confidence_threshold")
     if stored_threshold is not None:  # set by an admin with /threshold
         services.tunables.confidence_threshold = float(stored_threshold)
     application = build_application(services)
@@ -147,7 +169,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     return 0
 
 
-async def _prune_forever(log: FeedbackLog, retention_days: float) -> None:
+async def _prune_forever(log: PrivacyLog, retention_days: float) -> None:
     """Apply the retention period at start and then every six hours."""
     while True:
         try:
@@ -224,7 +246,7 @@ def count_gpus() -> int:
 
 
 def _print_sandbox_help(url: str, host: str) -> None:
-    from bot.sandbox.server import is_loopback
+    from sandbox.server import is_loopback
 
     lan = ""
     if not is_loopback(host):

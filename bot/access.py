@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from telegram import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, Update
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop
 
 from bot import replies
-from bot.context import BotApp, Ctx
+
+if TYPE_CHECKING:
+    from bot.context import BotApp, Ctx
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +35,25 @@ ADMIN_COMMANDS = [
 ]
 ADMIN_COMMAND_NAMES = [command.command for command in ADMIN_COMMANDS]
 
-REFUSALS_KEY = "refused_today"
+
+class Refusals:
+    """Who was told today that the bot is not for them: one refusal a day each.
+
+    Only today's ids are kept, so the set never outgrows one day's strangers.
+    """
+
+    def __init__(self) -> None:
+        self._day = dt.date.min
+        self._told: set[int] = set()
+
+    def first_today(self, user_id: int, today: dt.date) -> bool:
+        """True the first time `user_id` is refused on `today` (and remembers it)."""
+        if today != self._day:
+            self._day, self._told = today, set()
+        if user_id in self._told:
+            return False
+        self._told.add(user_id)
+        return True
 
 
 async def set_command_menus(application: BotApp, admin_ids: frozenset[int]) -> None:
@@ -66,10 +87,7 @@ async def gate(update: Update, context: Ctx) -> None:
     user = update.effective_user
     if user is None or user.id in settings.allowed_user_ids or user.id in settings.admin_ids:
         return
-    today = dt.date.today()
-    refused: dict[int, dt.date] = context.bot_data.setdefault(REFUSALS_KEY, {})
-    if refused.get(user.id) != today:
-        refused[user.id] = today
+    if context.services.refusals.first_today(user.id, dt.date.today()):
         with contextlib.suppress(TelegramError):
             if update.callback_query is not None:
                 await update.callback_query.answer(replies.NOT_ALLOWED, show_alert=True)

@@ -10,13 +10,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Update
+from telegram import InlineKeyboardMarkup, InputFile, Update
 from telegram.error import BadRequest, TelegramError
 
-from bot import replies
+from bot import keyboards, replies
+from bot.callbacks import DisputesPage, ReviewAction, ReviewButton
 from bot.config import parse_fraction
 from bot.context import Ctx
-from bot.feedback import prediction_text
+from model.feedback import ReviewDecision
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ async def on_stats(update: Update, context: Ctx) -> None:
     if message is None:
         return
     services = context.services
-    log = services.feedback
+    log = services.reviews
     now = time.time()
     since_start = await log.stats_since(services.started)
     last_day = await log.stats_since(now - 86400)
@@ -104,7 +105,7 @@ async def on_threshold(update: Update, context: Ctx) -> None:
     except ValueError as exc:
         await message.reply_text(f"The threshold was not changed: {exc}. Try /threshold 60%.")
         return
-    await context.services.feedback.set_setting("confidence_threshold", repr(value))
+    await context.services.stored_settings.set_setting("confidence_threshold", repr(value))
     tunables.confidence_threshold = value
     await message.reply_text(
         f"Done: below {replies.percent(value)} confidence, answers list the runner-ups and "
@@ -125,15 +126,13 @@ async def on_disputes_page(update: Update, context: Ctx) -> None:
     if query is None or query.data is None or query.message is None:
         return
     await query.answer()
-    try:
-        offset = max(0, int(query.data.split(":", 1)[1]))
-    except ValueError:
-        return
-    await _send_disputes(context, query.message.chat.id, offset)
+    page = DisputesPage.parse(query.data)
+    if page is not None:
+        await _send_disputes(context, query.message.chat.id, page.offset)
 
 
 async def _send_disputes(context: Ctx, chat_id: int, offset: int) -> None:
-    log = context.services.feedback
+    log = context.services.reviews
     threshold = context.services.tunables.confidence_threshold
     items, total = await log.list_disputes(offset, DISPUTES_PER_PAGE)
     if not total:
@@ -142,28 +141,17 @@ async def _send_disputes(context: Ctx, chat_id: int, offset: int) -> None:
     for number, item in enumerate(items, offset + 1):
         corrected = item.verdict.label if item.verdict.kind == "wrong" else "not sure"
         caption = (
-            f"#{number} · predicted {prediction_text(item.prediction, threshold)}\n"
+            f"#{number} · predicted {replies.prediction_text(item.prediction, threshold)}\n"
             f"corrected: {corrected}"
             + (f"\nreview: {item.review.decision}" if item.review else "")
             + f"\n{time.strftime('%Y-%m-%d %H:%M', time.gmtime(item.verdict.created))} UTC"
         )
         await _send_item(context, chat_id, item.prediction.file_id, item.image_path, caption)
-    buttons = []
-    if offset > 0:
-        buttons.append(
-            InlineKeyboardButton(
-                "‹ Newer", callback_data=f"d:{max(0, offset - DISPUTES_PER_PAGE)}"
-            )
-        )
-    if offset + DISPUTES_PER_PAGE < total:
-        buttons.append(
-            InlineKeyboardButton("Older ›", callback_data=f"d:{offset + DISPUTES_PER_PAGE}")
-        )
     shown = f"{offset + 1}–{min(offset + DISPUTES_PER_PAGE, total)} of {total}"
     await context.bot.send_message(
         chat_id,
         f"Disputes {shown}.",
-        reply_markup=InlineKeyboardMarkup([buttons]) if buttons else None,
+        reply_markup=keyboards.disputes_keyboard(offset, DISPUTES_PER_PAGE, total),
     )
 
 
@@ -175,7 +163,7 @@ async def on_review(update: Update, context: Ctx) -> None:
 
 
 async def _send_next_review(context: Ctx, chat_id: int) -> None:
-    log = context.services.feedback
+    log = context.services.reviews
     threshold = context.services.tunables.confidence_threshold
     item = await log.next_for_review()
     if item is None:
@@ -192,32 +180,9 @@ async def _send_next_review(context: Ctx, chat_id: int) -> None:
         user_says, proposed = "right", prediction.top.label
     else:
         user_says, proposed = "not sure", None
-    caption = (
-        f"Review ({left} left)\nmodel: {prediction_text(prediction, threshold)}\nuser: {user_says}"
-    )
-    rows = []
-    if proposed:
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    f"✅ Confirm “{proposed}”"[:60], callback_data=f"r:{prediction.id}:c"
-                )
-            ]
-        )
-    rows.append(
-        [
-            InlineKeyboardButton(f"{score.label}"[:40], callback_data=f"r:{prediction.id}:s:{i}")
-            for i, score in enumerate(prediction.scores)
-            if score.label != proposed
-        ][:3]
-    )
-    rows.append(
-        [
-            InlineKeyboardButton("🗑 Discard", callback_data=f"r:{prediction.id}:d"),
-            InlineKeyboardButton("⏭ Stop", callback_data=f"r:{prediction.id}:q"),
-        ]
-    )
-    markup = InlineKeyboardMarkup([row for row in rows if row])
+    model_says = replies.prediction_text(prediction, threshold)
+    caption = f"Review ({left} left)\nmodel: {model_says}\nuser: {user_says}"
+    markup = keyboards.review_keyboard(prediction.id, prediction.scores, proposed)
     await _send_item(context, chat_id, prediction.file_id, item.image_path, caption, markup)
 
 
@@ -252,37 +217,34 @@ async def on_review_button(update: Update, context: Ctx) -> None:
     query = update.callback_query
     if query is None or query.data is None or query.message is None:
         return
-    parts = query.data.split(":")
-    if len(parts) < 3:
+    button = ReviewButton.parse(query.data)
+    if button is None:
         await query.answer(replies.UNKNOWN_BUTTON)
         return
-    prediction_id, action = parts[1], parts[2]
-    log = context.services.feedback
+    log = context.services.reviews
     chat_id = query.message.chat.id
-    if action == "q":
+    if button.action is ReviewAction.STOP:
         await query.answer("Stopped.")
         with contextlib.suppress(TelegramError):
             await query.edit_message_reply_markup(reply_markup=None)
         return
-    record = await log.get_prediction(prediction_id)
+    record = await log.get_prediction(button.prediction_id)
     if record is None:
         await query.answer(replies.EXPIRED, show_alert=True)
         return
-    if action == "c":
-        decision, label = "confirm", None
-    elif action == "d":
-        decision, label = "discard", None
-    elif action == "s" and len(parts) == 4 and parts[3].isdigit():
-        index = int(parts[3])
-        if index >= len(record.scores):
-            await query.answer(replies.UNKNOWN_BUTTON)
-            return
-        decision, label = "relabel", record.scores[index].label
+    label: str | None = None
+    decision: ReviewDecision
+    if button.action is ReviewAction.CONFIRM:
+        decision = ReviewDecision.CONFIRM
+    elif button.action is ReviewAction.DISCARD:
+        decision = ReviewDecision.DISCARD
+    elif button.number < len(record.scores):
+        decision, label = ReviewDecision.RELABEL, record.scores[button.number].label
     else:
         await query.answer(replies.UNKNOWN_BUTTON)
         return
     admin = query.from_user.id
-    stored = await log.record_review(prediction_id, admin_id=admin, decision=decision, label=label)
+    stored = await log.record_review(record.id, admin_id=admin, decision=decision, label=label)
     await query.answer("Saved." if stored else "Already reviewed.")
     with contextlib.suppress(TelegramError):
         await query.edit_message_reply_markup(reply_markup=None)
@@ -319,7 +281,7 @@ async def on_export(update: Update, context: Ctx) -> None:
 
 
 def _export_zip(data_dir: Path, archive: Path) -> str:
-    from training.export import export_feedback
+    from model.feedback.export import export_feedback
 
     with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
         out = Path(tmp) / "feedback"

@@ -18,7 +18,19 @@ from telegram.ext import (
     filters,
 )
 
-from bot import access, admin, commands, feedback, models, photos, replies
+from bot import (
+    access,
+    admin,
+    commands,
+    fallbacks,
+    photos,
+    privacy,
+    replies,
+    retrain,
+    verdicts,
+    versions,
+)
+from bot.callbacks import DisputesPage, ForgetButton, ModelButton, ReviewButton, VerdictButton
 from bot.context import SERVICES_KEY, BotApp, Ctx, Services
 
 logger = logging.getLogger(__name__)
@@ -60,36 +72,41 @@ def build_application(services: Services) -> BotApp:
         ("review", admin.on_review),
         ("export", admin.on_export),
         ("threshold", admin.on_threshold),
-        ("models", models.on_models),
-        ("use", models.on_use),
-        ("retrain", models.on_retrain),
+        ("models", versions.on_models),
+        ("use", versions.on_use),
+        ("retrain", retrain.on_retrain),
     ):
         application.add_handler(CommandHandler(name, handler, filters=admins))
     application.add_handler(CommandHandler(access.ADMIN_COMMAND_NAMES, access.on_admin_only))
     application.add_handler(CommandHandler("start", commands.on_start))
     application.add_handler(CommandHandler("help", commands.on_help))
-    application.add_handler(CommandHandler("forget", feedback.on_forget))
-    application.add_handler(CommandHandler("cancel", feedback.on_cancel))
+    application.add_handler(CommandHandler("forget", privacy.on_forget))
+    application.add_handler(CommandHandler("cancel", verdicts.on_cancel))
     application.add_handler(MessageHandler(filters.PHOTO, photos.on_photo))
     application.add_handler(MessageHandler(filters.Document.ALL, photos.on_document))
-    application.add_handler(MessageHandler(filters.COMMAND, photos.on_unknown_command))
-    application.add_handler(CallbackQueryHandler(feedback.on_verdict_button, pattern=r"^v:"))
-    application.add_handler(CallbackQueryHandler(feedback.on_forget_button, pattern=r"^f:"))
+    application.add_handler(MessageHandler(filters.COMMAND, fallbacks.on_unknown_command))
+    # Each button's handler sees only data its callback class parses (bot/callbacks.py).
+    application.add_handler(
+        CallbackQueryHandler(verdicts.on_verdict_button, pattern=VerdictButton.PATTERN)
+    )
+    application.add_handler(
+        CallbackQueryHandler(privacy.on_forget_button, pattern=ForgetButton.PATTERN)
+    )
     for pattern, callback in (
-        (r"^d:\d+$", admin.on_disputes_page),
-        (r"^r:", admin.on_review_button),
-        (r"^m:", models.on_model_button),
+        (DisputesPage.PATTERN, admin.on_disputes_page),
+        (ReviewButton.PATTERN, admin.on_review_button),
+        (ModelButton.PATTERN, versions.on_model_button),
     ):
         application.add_handler(CallbackQueryHandler(admin_button(callback), pattern=pattern))
-    application.add_handler(CallbackQueryHandler(feedback.on_unknown_button))
+    application.add_handler(CallbackQueryHandler(fallbacks.on_unknown_button))
     # Text is a typed label when one is awaited (after "Something else…"), else a hint.
     application.add_handler(
-        MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, feedback.on_text)
+        MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, verdicts.on_text)
     )
     # Anything else a user sends (stickers, videos, voice, text) gets a hint, not silence;
     # edited messages are left alone so that fixing a typo does not trigger a second answer.
     application.add_handler(
-        MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, photos.on_other)
+        MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, fallbacks.on_other)
     )
     application.add_error_handler(on_error)
     return application

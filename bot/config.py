@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
+from model.datadir import DEFAULT_DATA_DIR, data_dir, models_dir, read_environment
 
 T = TypeVar("T")
 
@@ -55,7 +54,7 @@ class Settings:
     allowed_user_ids: frozenset[int] | None = None
     training_data_dir: Path | None = None
     retrain_args: tuple[str, ...] = ()
-    data_dir: Path = Path("data")
+    data_dir: Path = DEFAULT_DATA_DIR
     model_path: Path | None = None
     confidence_threshold: float = 0.5
     keep_uncertain_images: bool = True
@@ -79,11 +78,22 @@ class Settings:
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8088
     log_level: str = "INFO"
+    #: True when `python -m bot` serves its own sandbox because TELEGRAM_TOKEN is unset; set at
+    #: start-up, never read from the environment.
+    sandbox: bool = False
+
+    @property
+    def mode(self) -> Literal["sandbox", "webhook", "polling"]:
+        """How the bot meets its users: "sandbox" (the local stand-in, not Telegram),
+        "webhook" (Telegram posts updates) or "polling" (the bot asks Telegram)."""
+        if self.sandbox:
+            return "sandbox"
+        return "webhook" if self.webhook_url is not None else "polling"
 
     @property
     def models_dir(self) -> Path:
         """Where model files live (the exported default among them)."""
-        return self.data_dir / "models"
+        return models_dir(self.data_dir)
 
     @property
     def webhook_path(self) -> str:
@@ -104,10 +114,7 @@ def load_settings(
 
     Raises `ConfigError` listing every bad variable at once.
     """
-    values: dict[str, str] = {}
-    if env_file is not None and env_file.is_file():
-        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
+    values = read_environment(environ, env_file)
     reader = _Reader(values)
     defaults = Settings()
 
@@ -120,7 +127,7 @@ def load_settings(
         allowed_user_ids=reader.get("ALLOWED_USER_IDS", _id_set, None),
         training_data_dir=reader.get("TRAINING_DATA_DIR", _existing_dir, None),
         retrain_args=reader.get("RETRAIN_ARGS", _arguments, ()),
-        data_dir=reader.get("DATA_DIR", Path, defaults.data_dir),
+        data_dir=data_dir(values),
         model_path=reader.get("MODEL_PATH", _existing_file, None),
         confidence_threshold=reader.get(
             "CONFIDENCE_THRESHOLD", parse_fraction, defaults.confidence_threshold

@@ -5,15 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from telegram.ext import Application, CallbackContext, ExtBot
 
+from bot.access import Refusals
+from bot.albums import AlbumCollector
 from bot.config import Settings
 from bot.metrics import Metrics
-from model.feedback import FeedbackLog
+from model.feedback import PredictionLog, PrivacyLog, ReviewLog, SettingsStore, VerdictLog
 from model.pool import PoolStats
+from model.registry import Registry
 from model.types import Prediction
+
+if TYPE_CHECKING:
+    from bot.retrain import Retrain
 
 
 class ImageClassifier(Protocol):
@@ -23,6 +30,10 @@ class ImageClassifier(Protocol):
 
     async def classify(self, image: bytes) -> Prediction:
         """Top-k labels for the image, or an `ImageRejected` / `ClassifierUnavailable`."""
+        ...
+
+    async def swap(self, model_path: Path) -> str:
+        """Serve `model_path` from now on (its model name); `ModelLoadError` keeps the old."""
         ...
 
     def stats(self) -> PoolStats:
@@ -36,20 +47,40 @@ class ImageClassifier(Protocol):
 
 @dataclass
 class Tunables:
-    """Settings admins change while the bot runs (persisted in the feedback log)."""
+    """Settings admins change while the bot runs (persisted in the `SettingsStore`)."""
 
     confidence_threshold: float
 
 
+class FeedbackBackend(PredictionLog, VerdictLog, PrivacyLog, ReviewLog, Protocol):
+    """One log that serves every handler (SQLite does); only `Services.create` needs it."""
+
+
+@dataclass
+class RetrainSlot:
+    """The one /retrain that may run at a time."""
+
+    running: Retrain | None = None
+
+
 @dataclass(frozen=True)
 class Services:
-    """Everything long-lived the handlers use; put into `bot_data` once."""
+    """Everything long-lived the handlers use, and all state they share; in `bot_data` once."""
 
     settings: Settings
     classifier: ImageClassifier
-    feedback: FeedbackLog
+    # The feedback log, as each kind of handler uses it (one SQLite log implements them all).
+    predictions: PredictionLog
+    verdicts: VerdictLog
+    privacy: PrivacyLog
+    reviews: ReviewLog
+    stored_settings: SettingsStore
     metrics: Metrics
+    registry: Registry
     tunables: Tunables
+    albums: AlbumCollector
+    refusals: Refusals = field(default_factory=Refusals)
+    retrain: RetrainSlot = field(default_factory=RetrainSlot)
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -57,12 +88,25 @@ class Services:
         cls,
         settings: Settings,
         classifier: ImageClassifier,
-        feedback: FeedbackLog,
+        feedback: FeedbackBackend,
+        stored_settings: SettingsStore,
         metrics: Metrics,
+        registry: Registry,
     ) -> Services:
-        """Services with the tunables taken from the settings."""
+        """Services with every feedback interface served by `feedback`, and the tunables taken
+        from the settings."""
         return cls(
-            settings, classifier, feedback, metrics, Tunables(settings.confidence_threshold)
+            settings,
+            classifier,
+            feedback,
+            feedback,
+            feedback,
+            feedback,
+            stored_settings,
+            metrics,
+            registry,
+            Tunables(settings.confidence_threshold),
+            AlbumCollector(settings.album_wait_s),
         )
 
 

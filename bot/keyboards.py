@@ -1,62 +1,37 @@
-"""Inline keyboards and their callback data: pure functions, so tests can call them directly.
+"""Inline keyboards: pure functions, so tests can call them directly.
 
-Callback data is at most 64 bytes, so it carries only the prediction id and a short action;
-everything else is read back from the feedback log, which also refuses forged or stale ids.
-  v:<id>:r         right             v:<id>:w         wrong: ask for the right label
-  v:<id>:c:<i>     the i-th candidate                 v:<id>:p:<n>     browse labels, page n
-  v:<id>:l:<i>     the model's label number i         v:<id>:t         type it ("Something else…")
-  v:<id>:u         not sure          v:<id>:b         back to Right/Wrong
-  v:<id>:x         no-op (the page counter)
-  f:<user>:y / f:<user>:n   /forget confirmation
+Every button's callback data is built by `bot/callbacks.py`, which also parses it back.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.callbacks import (
+    DisputesPage,
+    ForgetButton,
+    ModelButton,
+    ReviewAction,
+    ReviewButton,
+    VerdictAction,
+    VerdictButton,
+)
 from bot.replies import percent
 from model.types import LabelScore
 
 LABELS_PER_PAGE = 10
-_VERDICT = re.compile(r"^v:([A-Za-z0-9_-]{1,32}):([rwtubx]|[cpl]:\d{1,6})$")
-_FORGET = re.compile(r"^f:(\d{1,20}):([yn])$")
 
 
-@dataclass(frozen=True, slots=True)
-class VerdictAction:
-    """A parsed verdict button: which prediction, what to do, and its number argument."""
-
-    prediction_id: str
-    action: str
-    number: int = 0
+def _button(
+    text: str, data: VerdictButton | ForgetButton | DisputesPage | ReviewButton | ModelButton
+) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text, callback_data=data.encode())
 
 
-def parse_verdict(data: str) -> VerdictAction | None:
-    """The action behind `data`, or None when it is not well-formed (forged or foreign)."""
-    match = _VERDICT.match(data)
-    if match is None:
-        return None
-    prediction_id, action = match.groups()
-    if ":" in action:
-        kind, number = action.split(":")
-        return VerdictAction(prediction_id, kind, int(number))
-    return VerdictAction(prediction_id, action)
-
-
-def parse_forget(data: str) -> tuple[int, bool] | None:
-    """(user id, confirmed) for a /forget button, or None."""
-    match = _FORGET.match(data)
-    if match is None:
-        return None
-    return int(match.group(1)), match.group(2) == "y"
-
-
-def _button(text: str, data: str) -> InlineKeyboardButton:
-    return InlineKeyboardButton(text, callback_data=data)
+def _verdict(prediction_id: str, action: VerdictAction, number: int = 0) -> VerdictButton:
+    return VerdictButton(prediction_id, action, number)
 
 
 def verdict_keyboard(prediction_id: str) -> InlineKeyboardMarkup:
@@ -64,8 +39,8 @@ def verdict_keyboard(prediction_id: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                _button("✅ Right", f"v:{prediction_id}:r"),
-                _button("❌ Wrong", f"v:{prediction_id}:w"),
+                _button("✅ Right", _verdict(prediction_id, VerdictAction.RIGHT)),
+                _button("❌ Wrong", _verdict(prediction_id, VerdictAction.WRONG)),
             ]
         ]
     )
@@ -76,8 +51,8 @@ def album_keyboard(items: Sequence[tuple[int, str]]) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                _button(f"{number} ✅", f"v:{prediction_id}:r"),
-                _button(f"{number} ❌", f"v:{prediction_id}:w"),
+                _button(f"{number} ✅", _verdict(prediction_id, VerdictAction.RIGHT)),
+                _button(f"{number} ❌", _verdict(prediction_id, VerdictAction.WRONG)),
             ]
             for number, prediction_id in items
         ]
@@ -89,16 +64,24 @@ def correction_keyboard(
 ) -> InlineKeyboardMarkup:
     """The other candidates, the labels the model knows, "Something else…" and "Not sure"."""
     rows = [
-        [_button(f"{score.label} ({percent(score.probability)})", f"v:{prediction_id}:c:{i}")]
+        [
+            _button(
+                f"{score.label} ({percent(score.probability)})",
+                _verdict(prediction_id, VerdictAction.CANDIDATE, i),
+            )
+        ]
         for i, score in enumerate(scores)
         if i > 0
     ]
-    extra = [_button("✏️ Something else…", f"v:{prediction_id}:t")]
+    extra = [_button("✏️ Something else…", _verdict(prediction_id, VerdictAction.TYPE))]
     if can_browse:
-        extra.insert(0, _button("📚 All labels", f"v:{prediction_id}:p:0"))
+        extra.insert(0, _button("📚 All labels", _verdict(prediction_id, VerdictAction.PAGE, 0)))
     rows.append(extra)
     rows.append(
-        [_button("🤷 Not sure", f"v:{prediction_id}:u"), _button("« Back", f"v:{prediction_id}:b")]
+        [
+            _button("🤷 Not sure", _verdict(prediction_id, VerdictAction.UNSURE)),
+            _button("« Back", _verdict(prediction_id, VerdictAction.BACK)),
+        ]
     )
     return InlineKeyboardMarkup(rows)
 
@@ -118,19 +101,19 @@ def labels_keyboard(prediction_id: str, labels: Sequence[str], page: int) -> Inl
     total = pages(labels)
     page = min(max(page, 0), total - 1)
     order = browse_order(labels)[page * LABELS_PER_PAGE : (page + 1) * LABELS_PER_PAGE]
-    buttons = [_button(labels[i], f"v:{prediction_id}:l:{i}") for i in order]
+    buttons = [_button(labels[i], _verdict(prediction_id, VerdictAction.LABEL, i)) for i in order]
     rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
     navigation = []
     if page > 0:
-        navigation.append(_button("‹ Prev", f"v:{prediction_id}:p:{page - 1}"))
-    navigation.append(_button(f"{page + 1}/{total}", f"v:{prediction_id}:x"))
+        navigation.append(_button("‹ Prev", _verdict(prediction_id, VerdictAction.PAGE, page - 1)))
+    navigation.append(_button(f"{page + 1}/{total}", _verdict(prediction_id, VerdictAction.NOOP)))
     if page < total - 1:
-        navigation.append(_button("Next ›", f"v:{prediction_id}:p:{page + 1}"))
+        navigation.append(_button("Next ›", _verdict(prediction_id, VerdictAction.PAGE, page + 1)))
     rows.append(navigation)
     rows.append(
         [
-            _button("✏️ Something else…", f"v:{prediction_id}:t"),
-            _button("« Back", f"v:{prediction_id}:w"),
+            _button("✏️ Something else…", _verdict(prediction_id, VerdictAction.TYPE)),
+            _button("« Back", _verdict(prediction_id, VerdictAction.WRONG)),
         ]
     )
     return InlineKeyboardMarkup(rows)
@@ -138,11 +121,59 @@ def labels_keyboard(prediction_id: str, labels: Sequence[str], page: int) -> Inl
 
 def typing_keyboard(prediction_id: str) -> InlineKeyboardMarkup:
     """While waiting for a typed label: a way back."""
-    return InlineKeyboardMarkup([[_button("« Back", f"v:{prediction_id}:w")]])
+    return InlineKeyboardMarkup(
+        [[_button("« Back", _verdict(prediction_id, VerdictAction.WRONG))]]
+    )
 
 
 def forget_keyboard(user_id: int) -> InlineKeyboardMarkup:
     """/forget confirmation."""
     return InlineKeyboardMarkup(
-        [[_button("🗑 Yes, delete", f"f:{user_id}:y"), _button("Keep it", f"f:{user_id}:n")]]
+        [
+            [
+                _button("🗑 Yes, delete", ForgetButton(user_id, confirmed=True)),
+                _button("Keep it", ForgetButton(user_id, confirmed=False)),
+            ]
+        ]
+    )
+
+
+def disputes_keyboard(offset: int, per_page: int, total: int) -> InlineKeyboardMarkup | None:
+    """‹ Newer / Older › under a page of /disputes, when there is more to see."""
+    buttons = []
+    if offset > 0:
+        buttons.append(_button("‹ Newer", DisputesPage(max(0, offset - per_page))))
+    if offset + per_page < total:
+        buttons.append(_button("Older ›", DisputesPage(offset + per_page)))
+    return InlineKeyboardMarkup([buttons]) if buttons else None
+
+
+def review_keyboard(
+    prediction_id: str, scores: Sequence[LabelScore], proposed: str | None
+) -> InlineKeyboardMarkup:
+    """Confirm the proposed label, pick another candidate, discard, or stop reviewing."""
+    rows = []
+    if proposed:
+        confirm = ReviewButton(prediction_id, ReviewAction.CONFIRM)
+        rows.append([_button(f"✅ Confirm “{proposed}”"[:60], confirm)])
+    rows.append(
+        [
+            _button(score.label[:40], ReviewButton(prediction_id, ReviewAction.RELABEL, i))
+            for i, score in enumerate(scores)
+            if score.label != proposed
+        ][:3]
+    )
+    rows.append(
+        [
+            _button("🗑 Discard", ReviewButton(prediction_id, ReviewAction.DISCARD)),
+            _button("⏭ Stop", ReviewButton(prediction_id, ReviewAction.STOP)),
+        ]
+    )
+    return InlineKeyboardMarkup([row for row in rows if row])
+
+
+def retrained_keyboard(version: str) -> InlineKeyboardMarkup:
+    """[Use it] [Keep current] under a finished retraining."""
+    return InlineKeyboardMarkup(
+        [[_button("Use it", ModelButton(version)), _button("Keep current", ModelButton(None))]]
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,10 +12,11 @@ from dataclasses import dataclass
 
 from telegram import Message, PhotoSize, Update
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 
 from bot import keyboards, replies
 from bot.context import Ctx
+from bot.telegram_io import FileTooBig, download
 from model.feedback import PredictionRecord
 from model.types import (
     ClassifierBusy,
@@ -43,10 +45,7 @@ async def on_photo(update: Update, context: Ctx) -> None:
     if message is None or not message.photo:
         return
     if message.media_group_id is not None:
-        albums: AlbumCollector = context.bot_data.setdefault(
-            ALBUMS_KEY, AlbumCollector(context.services.settings.album_wait_s)
-        )
-        albums.add(message, context)
+        context.services.albums.add(message, context, _answer_album)
         return
     largest = largest_photo(message)
     await _classify_file(
@@ -65,20 +64,6 @@ async def on_document(update: Update, context: Ctx) -> None:
     )
 
 
-async def on_other(update: Update, context: Ctx) -> None:
-    """Stickers, videos, voice, text: a short hint instead of silence."""
-    message = update.effective_message
-    if message is not None:
-        await message.reply_text(replies.HINT, do_quote=True)
-
-
-async def on_unknown_command(update: Update, context: Ctx) -> None:
-    """A command the bot does not have."""
-    message = update.effective_message
-    if message is not None:
-        await message.reply_text(replies.UNKNOWN_COMMAND, do_quote=True)
-
-
 async def _classify_file(
     message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
 ) -> None:
@@ -91,7 +76,7 @@ async def _classify_file(
 
 async def _classify_and_reply(
     message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
-) -> str:
+) -> Outcome:
     """Fetch, classify and answer one image; returns the outcome for the metrics."""
     async with _typing(message):
         result = await _fetch_and_classify(context, file_id, file_size)
@@ -108,49 +93,53 @@ async def _classify_and_reply(
     reply = await message.reply_text(
         text, do_quote=True, reply_markup=keyboards.verdict_keyboard(record.id)
     )
-    await context.services.feedback.set_reply_message(record.id, reply.message_id)
+    await context.services.predictions.set_reply_message(record.id, reply.message_id)
     return result.outcome
+
+
+class Outcome(enum.StrEnum):
+    """What became of one photo, as /metrics counts it."""
+
+    ANSWERED = "answered"
+    TOO_BIG = "too_big"
+    REJECTED = "rejected"
+    BUSY = "busy"
+    UNAVAILABLE = "unavailable"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class Classified:
     """What became of one image: a prediction, or the text explaining why not."""
 
-    outcome: str
+    outcome: Outcome
     prediction: Prediction | None = None
     text: str = ""
     data: bytes = b""
 
 
 async def _fetch_and_classify(context: Ctx, file_id: str, file_size: int | None) -> Classified:
-    limit = context.services.settings.max_download_bytes
-    if file_size is not None and file_size > limit:
-        return Classified("too_big", text=replies.too_big_text(file_size, limit))
     try:
-        file = await context.bot.get_file(file_id)
-        data = bytes(await file.download_as_bytearray())
-    except BadRequest as exc:
-        if "too big" in exc.message.lower():
-            size = file_size if file_size is not None else limit + 1
-            return Classified("too_big", text=replies.too_big_text(size, limit))
-        raise
-    if len(data) > limit:
-        return Classified("too_big", text=replies.too_big_text(len(data), limit))
+        data = await download(
+            context.bot, file_id, context.services.settings.max_download_bytes, file_size
+        )
+    except FileTooBig as exc:
+        return Classified(Outcome.TOO_BIG, text=replies.too_big_text(exc.size, exc.limit))
     try:
         prediction = await context.services.classifier.classify(data)
     except ImageRejected as exc:
         logger.info("image rejected: %r", exc)
-        return Classified("rejected", text=replies.rejection_text(exc))
+        return Classified(Outcome.REJECTED, text=replies.rejection_text(exc))
     except ClassifierBusy as exc:
         logger.info("busy: %s", exc)
-        return Classified("busy", text=replies.BUSY)
+        return Classified(Outcome.BUSY, text=replies.BUSY)
     except ClassifierUnavailable as exc:
         logger.warning("classifier unavailable: %s", exc)
-        return Classified("unavailable", text=replies.UNAVAILABLE)
+        return Classified(Outcome.UNAVAILABLE, text=replies.UNAVAILABLE)
     except ClassifierError as exc:
         logger.warning("classification failed: %s", exc)
-        return Classified("failed", text=replies.MODEL_FAILED)
-    return Classified("answered", prediction, data=data)
+        return Classified(Outcome.FAILED, text=replies.MODEL_FAILED)
+    return Classified(Outcome.ANSWERED, prediction, data=data)
 
 
 async def _record(
@@ -162,7 +151,7 @@ async def _record(
         return None
     settings = context.services.settings
     uncertain = result.prediction.top.probability < context.services.tunables.confidence_threshold
-    return await context.services.feedback.record_prediction(
+    return await context.services.predictions.record_prediction(
         chat_id=message.chat_id,
         user_id=user.id,
         message_id=message.message_id,
@@ -174,65 +163,23 @@ async def _record(
     )
 
 
-ALBUMS_KEY = "albums"
+async def _answer_album(messages: list[Message], context: Ctx) -> None:
+    """Answer a gathered album and count its outcomes; one reply says if it failed."""
+    metrics = context.services.metrics
+    started = time.perf_counter()
+    try:
+        outcomes = await answer_album(messages, context)
+    except Exception:
+        logger.exception("could not answer an album of %d photo(s)", len(messages))
+        await messages[0].reply_text(replies.SOMETHING_WENT_WRONG, do_quote=True)
+        return
+    elapsed = time.perf_counter() - started
+    for outcome in outcomes:
+        metrics.photos.labels(outcome).inc()
+        metrics.photo_seconds.observe(elapsed)
 
 
-@dataclass
-class _Album:
-    messages: list[Message]
-    last: float
-
-
-class AlbumCollector:
-    """Gathers the photos of an album (one `media_group_id`) to answer them in one reply.
-
-    Telegram delivers an album as separate updates a few milliseconds apart; the reply goes
-    out once no new photo of the album arrived for `wait_s`.
-    """
-
-    def __init__(self, wait_s: float) -> None:
-        self.wait_s = wait_s
-        self._albums: dict[tuple[int, str], _Album] = {}
-
-    def add(self, message: Message, context: Ctx) -> None:
-        """Add a photo; the first photo of an album schedules the answer."""
-        assert message.media_group_id is not None
-        key = (message.chat_id, message.media_group_id)
-        now = asyncio.get_running_loop().time()
-        album = self._albums.get(key)
-        if album is not None:
-            album.messages.append(message)
-            album.last = now
-            return
-        self._albums[key] = _Album([message], now)
-        # Through the application, so that a shutdown waits for the answer.
-        context.application.create_task(self._answer_when_complete(key, context))
-
-    async def _answer_when_complete(self, key: tuple[int, str], context: Ctx) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            album = self._albums[key]
-            remaining = album.last + self.wait_s - loop.time()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(remaining)
-        del self._albums[key]
-        messages = sorted(album.messages, key=lambda m: m.message_id)
-        metrics = context.services.metrics
-        started = time.perf_counter()
-        try:
-            outcomes = await answer_album(messages, context)
-        except Exception:
-            logger.exception("could not answer an album of %d photo(s)", len(messages))
-            await messages[0].reply_text(replies.SOMETHING_WENT_WRONG, do_quote=True)
-            return
-        elapsed = time.perf_counter() - started
-        for outcome in outcomes:
-            metrics.photos.labels(outcome).inc()
-            metrics.photo_seconds.observe(elapsed)
-
-
-async def answer_album(messages: list[Message], context: Ctx) -> list[str]:
+async def answer_album(messages: list[Message], context: Ctx) -> list[Outcome]:
     """One reply for the whole album: a numbered line and Right/Wrong per photo."""
     first = messages[0]
     threshold = context.services.tunables.confidence_threshold
@@ -261,7 +208,7 @@ async def answer_album(messages: list[Message], context: Ctx) -> list[str]:
     markup = keyboards.album_keyboard([(n, r.id) for n, r in records]) if records else None
     reply = await first.reply_text(text, do_quote=True, reply_markup=markup)
     for _, record in records:
-        await context.services.feedback.set_reply_message(record.id, reply.message_id)
+        await context.services.predictions.set_reply_message(record.id, reply.message_id)
     return [result.outcome for result in results]
 
 

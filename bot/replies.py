@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from telegram import BotCommand
 
@@ -12,7 +13,6 @@ from model.types import (
     ImageRejected,
     LabelScore,
     NotAnImage,
-    Prediction,
     TooManyPixels,
     UnsupportedImage,
 )
@@ -30,9 +30,18 @@ def percent(probability: float) -> str:
     return f"{value}%"
 
 
-def prediction_text(prediction: Prediction, threshold: float) -> str:
+class Scored(Protocol):
+    """A prediction as it is answered (`Prediction`) or as it is logged (`PredictionRecord`)."""
+
+    @property
+    def scores(self) -> Sequence[LabelScore]:
+        """The top-k labels, best first."""
+        ...
+
+
+def prediction_text(prediction: Scored, threshold: float) -> str:
     """`espresso — 95%`, or the runner-ups too when the top label is below `threshold`."""
-    top = prediction.top
+    top = prediction.scores[0]
     if top.probability >= threshold:
         return f"{top.label} — {percent(top.probability)}"
     candidates = ", ".join(_candidate(score) for score in prediction.scores)

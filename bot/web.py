@@ -94,6 +94,9 @@ class WebServer:
             problems.append("the Telegram Bot API is not reachable")
         body: dict[str, Any] = {
             "ready": not problems,
+            # "sandbox": no TELEGRAM_TOKEN, serving the local stand-in (not Telegram);
+            # "polling" or "webhook": on Telegram.
+            "mode": self._services.settings.mode,
             "problems": problems,
             "model": stats.model,
             "workers_ready": stats.workers_ready,

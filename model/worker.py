@@ -6,26 +6,31 @@ The bot process imports this module only to name `serve` as a process target and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from model.files import sha256_file
+from model.messages import (
+    Batch,
+    BatchItem,
+    BatchResult,
+    ItemResult,
+    LoadFailed,
+    Ready,
+    Stop,
+    UnexpectedMessage,
+)
 from model.types import ClassifierError, ImageRejected, LabelScore, Prediction
 
 logger = logging.getLogger(__name__)
-
-# Messages on the pipe. Parent → worker: (batch_id, [(request_id, image_bytes), ...]) or None
-# to stop. Worker → parent: ("ready", model_name, pid, labels), ("failed", reason), or
-# (batch_id, [(request_id, Prediction | ClassifierError), ...], decode_s, infer_s).
-BatchItem = tuple[int, bytes]
-ItemResult = tuple[int, "Prediction | ClassifierError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +49,8 @@ class WorkerConfig:
 def model_name(path: Path) -> str:
     """A short, stable name for a model file: its stem (a registry version's folder name)
     plus the start of its sha256."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
     stem = path.parent.name if path.name == "model.pkl" else path.stem
-    return f"{stem}@{digest.hexdigest()[:8]}"
+    return f"{stem}@{sha256_file(path)[:8]}"
 
 
 def preload() -> None:
@@ -96,7 +97,7 @@ class Engine:
         path = config.model_path or ensure_default_learner(config.models_dir)
         self.name = model_name(path)
         self.learn = load(path)
-        self.labels = [str(label) for label in self.learn.dls.vocab]
+        self.labels = tuple(str(label) for label in self.learn.dls.vocab)
         self.device = torch.device(config.device)
         self.learn.model.to(self.device)
         self.learn.dls.to(self.device)
@@ -150,8 +151,9 @@ class Engine:
             activation = getcallable(self.learn.loss_func, "activation")
             return activation(logits).float().cpu()
 
-    def classify(self, items: list[BatchItem]) -> tuple[list[ItemResult], float, float]:
-        """Decode each item, run the valid ones as one batch; per-item results and timings."""
+    def classify(self, items: Sequence[BatchItem]) -> tuple[list[ItemResult], float, float]:
+        """Decode each item, run the valid ones as one batch: the results in the items' order,
+        the seconds spent decoding and the seconds spent in the model."""
         from model.images import decode_image
 
         started = time.perf_counter()
@@ -174,7 +176,8 @@ class Engine:
                 )
                 results[request_id] = Prediction(scores, self.name, image.width, image.height)
         infer_s = time.perf_counter() - started - decode_s
-        return [(request_id, results[request_id]) for request_id, _ in items], decode_s, infer_s
+        answers = [ItemResult(request_id, results[request_id]) for request_id, _ in items]
+        return answers, decode_s, infer_s
 
 
 TRIM_EVERY_S = 2.0
@@ -193,7 +196,8 @@ def _malloc_trim() -> Any:
 
 
 def serve(conn: Connection, config: WorkerConfig) -> None:
-    """Process target: load and warm up the model, report ready, then answer batches."""
+    """Process target: load and warm up the model, send `Ready` (or `LoadFailed`), then answer
+    each `Batch` with a `BatchResult` until `Stop`; see model/messages.py."""
     # Ctrl-C in a terminal reaches the whole process group; the pool decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
@@ -214,10 +218,10 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         engine.warm_up()
     except Exception as exc:
         logger.exception("could not load the model")
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
         conn.close()
         return
-    conn.send(("ready", engine.name, os.getpid(), engine.labels))
+    conn.send(Ready(engine.name, os.getpid(), engine.labels))
     logger.info("serving %s with %d thread(s) on %s", engine.name, config.threads, config.device)
     trim = _malloc_trim()
     last_trim = time.monotonic()
@@ -231,14 +235,23 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
             message = conn.recv()
         except (EOFError, OSError):
             return  # the pool went away
-        if message is None:
-            conn.close()
-            return
-        batch_id, items = message
-        try:
-            results, decode_s, infer_s = engine.classify(items)
-        except Exception as exc:  # a model failure must answer every item, not hang the batch
-            logger.exception("batch %d failed", batch_id)
-            error = ClassifierError(f"the model failed: {type(exc).__name__}")
-            results, decode_s, infer_s = [(rid, error) for rid, _ in items], 0.0, 0.0
-        conn.send((batch_id, results, decode_s, infer_s))
+        match message:
+            case Batch():
+                conn.send(_answer(engine, message))
+            case Stop():
+                conn.close()
+                return
+            case _:
+                raise UnexpectedMessage(message, "Batch or Stop")
+
+
+def _answer(engine: Engine, batch: Batch) -> BatchResult:
+    """Classify a batch; a model failure must answer every item with an error, not hang it."""
+    try:
+        results, decode_s, infer_s = engine.classify(batch.items)
+    except Exception as exc:
+        logger.exception("batch %d failed", batch.batch_id)
+        error = ClassifierError(f"the model failed: {type(exc).__name__}")
+        results = [ItemResult(item.request_id, error) for item in batch.items]
+        decode_s = infer_s = 0.0
+    return BatchResult(batch.batch_id, tuple(results), decode_s, infer_s)

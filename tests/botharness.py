@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bot.sandbox import SandboxThread
+from sandbox import SandboxThread
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_TOKEN = "987654321:VERDICT-fake-token_NEVER-LOG-ME"
@@ -101,9 +101,7 @@ class RunningBot:
 
     def web_url(self) -> str:
         """Base URL of the bot's own HTTP server (health, metrics, webhook), from its log."""
-        match = re.search(r"health and metrics on (http://\S+)", self.log())
-        assert match, self.log()
-        return match.group(1)
+        return _web_url(self.log())
 
     def kill(self) -> None:
         """SIGKILL the bot process: no chance to flush or clean up."""
@@ -130,6 +128,18 @@ def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> Running
     url = sandbox.start()
     log_path = workdir / "bot.log"
     modules_path = workdir / "modules.json"
+    env = bot_env(
+        workdir, {"TELEGRAM_TOKEN": FAKE_TOKEN, "TELEGRAM_API_URL": url, **(extra_env or {})}
+    )
+    process = _spawn_bot(env, workdir, log_path, modules_path)
+    bot = RunningBot(sandbox, url, process, log_path, modules_path, env, workdir)
+    _wait_until_polling(bot, 0)
+    return bot
+
+
+def bot_env(workdir: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """A test bot's environment: no token, admins or model of the developer's, data in
+    `workdir`, then `extra_env`."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -137,8 +147,6 @@ def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> Running
     }
     env.update(
         {
-            "TELEGRAM_TOKEN": FAKE_TOKEN,
-            "TELEGRAM_API_URL": url,
             "DATA_DIR": str(workdir / "data"),
             "LOG_LEVEL": "DEBUG",
             "INFERENCE_THREADS": "1",
@@ -147,10 +155,62 @@ def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> Running
             **(extra_env or {}),
         }
     )
-    process = _spawn_bot(env, workdir, log_path, modules_path)
-    bot = RunningBot(sandbox, url, process, log_path, modules_path, env, workdir)
-    _wait_until_polling(bot, 0)
-    return bot
+    return env
+
+
+@dataclass
+class SandboxModeBot:
+    """`python -m bot` with no TELEGRAM_TOKEN: the bot serves its own sandbox."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    url: str  # the sandbox's, as the bot printed it for the user
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def web_url(self) -> str:
+        """Base URL of the bot's own HTTP server (health, metrics), from its log."""
+        return _web_url(self.log())
+
+    def stop(self) -> int:
+        """SIGTERM the bot and wait for it to exit; its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def start_sandbox_mode_bot(workdir: Path) -> SandboxModeBot:
+    """Start `python -m bot` without a token, its sandbox on a free port; return once the bot
+    printed where to chat with it (after it is ready)."""
+    log_path = workdir / "bot.log"
+    env = bot_env(workdir, {"SANDBOX_HOST": "127.0.0.1", "SANDBOX_PORT": "0"})
+    process = _spawn_bot(env, workdir, log_path, workdir / "modules.json")
+    bot = SandboxModeBot(process, log_path, "")
+    opened = re.compile(
+        r"Open (http://\S+) to chat with your bot \(sandbox — no Telegram needed\)"
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        match = opened.search(bot.log())
+        if match:
+            bot.url = match.group(1)
+            return bot
+        if process.poll() is not None:
+            raise RuntimeError(f"the bot exited with {process.returncode}:\n{bot.log()}")
+        time.sleep(0.2)
+    bot.stop()
+    raise RuntimeError(f"the bot did not say where to chat in time:\n{bot.log()}")
+
+
+def _web_url(log: str) -> str:
+    match = re.search(r"health and metrics on (http://\S+)", log)
+    assert match, log
+    return match.group(1)
 
 
 def _spawn_bot(

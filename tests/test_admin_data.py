@@ -17,23 +17,24 @@ import pytest
 from PIL import Image
 
 from bot.charts import HEIGHT_PX, TOP_LABELS, WIDTH_PX, stats_chart, top_labels
-from model import feedback as feedback_module
 from model.feedback import (
     SCHEMA_VERSION,
-    FeedbackLog,
     FeedbackStats,
     FeedbackStore,
     ForgetSummary,
     InvalidReview,
+    PredictionLog,
     PredictionRecord,
+    ReviewLog,
     SqliteFeedbackLog,
     UnknownPrediction,
     database_path,
 )
+from model.feedback.export import MANIFEST_COLUMNS, MANIFEST_NAME, export_feedback
+from model.feedback.schema import MIGRATIONS
 from model.types import LabelScore, Prediction
 from tests import images
 from tests.conftest import START, FakeClock
-from training.export import MANIFEST_COLUMNS, MANIFEST_NAME, export_feedback
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400.0
@@ -61,7 +62,7 @@ _messages = iter(range(1, 1_000_000))
 
 
 async def record(
-    log: FeedbackLog,
+    log: PredictionLog,
     top: str = "espresso",
     *,
     user_id: int = 7,
@@ -215,7 +216,7 @@ async def test_disputes_are_listed_newest_first_in_pages(
 # -- reviews ----------------------------------------------------------------------------------
 
 
-async def review_label(log: FeedbackLog, prediction_id: str) -> str | None:
+async def review_label(log: ReviewLog, prediction_id: str) -> str | None:
     review = await log.get_review(prediction_id)
     assert review is not None
     return review.label
@@ -445,6 +446,14 @@ def test_export_applies_reviews(tmp_path: Path, reviewed_data: dict[str, bytes])
     assert (summary.images, summary.labels, summary.rows) == (4, 4, 6)
     assert (summary.reviewed, summary.discarded, summary.not_sure, summary.missing) == (4, 1, 0, 0)
     assert "1 discarded" in summary.describe() and "4 reviewed" in summary.describe()
+    # Each image written, with the label it trains as: what training takes from the export.
+    assert {(f.path.relative_to(out).as_posix(), f.label) for f in summary.files} == {
+        (named("mocha", reviewed_data["relabel"]), "mocha"),
+        (named("latte", reviewed_data["wrong"]), "latte"),
+        (named("cappuccino", reviewed_data["u1"]), "cappuccino"),
+        (named("cortado", reviewed_data["unsure"]), "cortado"),
+    }
+    assert all(f.path.is_file() for f in summary.files)
 
     rows = read_manifest(out)
     columns = ("predicted", "corrected", "verdict", "review", "image")
@@ -501,22 +510,22 @@ async def test_settings_persist_across_reopen(tmp_path: Path, clock: FakeClock) 
     """A setting written at run time is read back, replaced, and still there after a restart."""
     first = await SqliteFeedbackLog.open(tmp_path, clock=clock)
     try:
-        assert await first.get_setting("confidence_threshold") is None
-        await first.set_setting("confidence_threshold", "0.6")
-        await first.set_setting("confidence_threshold", "0.45")
-        await first.set_setting("other", "")
-        assert await first.get_setting("confidence_threshold") == "0.45"
+        assert await first.settings.get_setting("confidence_threshold") is None
+        await first.settings.set_setting("confidence_threshold", "0.6")
+        await first.settings.set_setting("confidence_threshold", "0.45")
+        await first.settings.set_setting("other", "")
+        assert await first.settings.get_setting("confidence_threshold") == "0.45"
         for key in ("", "   ", "k" * 101):
             with pytest.raises(ValueError):
-                await first.set_setting(key, "1")
+                await first.settings.set_setting(key, "1")
     finally:
         await first.close()
 
     second = await SqliteFeedbackLog.open(tmp_path, clock=clock)
     try:
-        assert await second.get_setting("confidence_threshold") == "0.45"
-        assert await second.get_setting("other") == ""
-        assert await second.get_setting("missing") is None
+        assert await second.settings.get_setting("confidence_threshold") == "0.45"
+        assert await second.settings.get_setting("other") == ""
+        assert await second.settings.get_setting("missing") is None
     finally:
         await second.close()
 
@@ -526,7 +535,7 @@ def test_schema_2_database_is_migrated(tmp_path: Path) -> None:
     path = database_path(tmp_path)
     path.parent.mkdir(parents=True)
     conn = sqlite3.connect(path, isolation_level=None)
-    for step in feedback_module._MIGRATIONS[:2]:
+    for step in MIGRATIONS[:2]:
         for statement in step:
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 2")
@@ -548,8 +557,8 @@ def test_schema_2_database_is_migrated(tmp_path: Path) -> None:
         assert store.record_review("old", admin_id=1, decision="confirm")
         review = store.get_review("old")
         assert review is not None and review.label == "mocha"
-        store.set_setting("k", "v")
-        assert store.get_setting("k") == "v"
+        store.settings.set_setting("k", "v")
+        assert store.settings.get_setting("k") == "v"
     finally:
         store.close()
     with sqlite3.connect(path) as check:

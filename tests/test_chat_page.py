@@ -23,8 +23,8 @@ try:
 except ImportError:  # the route tests still run; the browser tests are skipped
     expect = sync_playwright = None  # type: ignore[assignment]
 
-from bot.sandbox import Sandbox, SandboxThread
-from bot.sandbox.page import STATIC_FILES
+from sandbox import Sandbox, SandboxThread
+from sandbox.page import STATIC_FILES
 from tests import images
 from tests.botharness import FAKE_TOKEN, REPO, RunningBot, start_bot
 
@@ -52,7 +52,7 @@ ANSWER_MS = 90_000
 UI_MS = 15_000
 USER = 1001
 ADMIN = 4242
-STATIC = REPO / "bot" / "sandbox" / "static"
+STATIC = REPO / "sandbox" / "static"
 
 
 # ------------------------------------------------------------- routes, no browser

@@ -94,6 +94,14 @@ def test_the_token_never_prints() -> None:
     assert settings.telegram_token is not None and settings.telegram_token.get() == TOKEN
 
 
+def test_the_mode_names_sandbox_polling_or_webhook() -> None:
+    """For /readyz; `sandbox` is set by `python -m bot` only, never from the environment."""
+    assert load_settings({"SANDBOX": "1"}, env_file=None).mode == "polling"
+    assert Settings(sandbox=True).mode == "sandbox"
+    hooked = {"WEBHOOK_URL": "https://example.org/hook", "WEBHOOK_SECRET": "s"}
+    assert load_settings({"TELEGRAM_TOKEN": TOKEN, **hooked}, env_file=None).mode == "webhook"
+
+
 def test_env_example_documents_every_setting() -> None:
     """Every variable `load_settings` reads is in .env.example."""
     import inspect

@@ -66,3 +66,10 @@ def test_every_env_example_key_reaches_the_container_through_env_file() -> None:
     """Nothing in compose overrides the operator's token or admin ids."""
     environment = compose()["services"]["bot"]["environment"]
     assert not {"TELEGRAM_TOKEN", "ADMIN_IDS", "WEBHOOK_SECRET"} & set(environment)
+
+
+def test_the_sandbox_stays_out_of_the_image() -> None:
+    """sandbox/ is for development: not copied, not even in the build context."""
+    copied = re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile(), re.MULTILINE)
+    assert copied and not [c for c in copied if "sandbox" in c or c.split()[0] == "."]
+    assert "sandbox" in (REPO / ".dockerignore").read_text().split()

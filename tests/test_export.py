@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from model.feedback import FeedbackStore
+from model.feedback.export import MANIFEST_COLUMNS, MANIFEST_NAME, folder_names
 from model.types import LabelScore, Prediction
 from tests import images
-from training.export import MANIFEST_COLUMNS, MANIFEST_NAME, folder_names
 
 ROOT = Path(__file__).resolve().parents[1]
 START = 1_700_000_000.0

@@ -15,14 +15,15 @@ import pytest
 
 from model.feedback import (
     SCHEMA_VERSION,
-    FeedbackLog,
     FeedbackLogClosed,
     FeedbackStore,
     ForgetSummary,
     InvalidVerdict,
+    PredictionLog,
     PredictionRecord,
     SqliteFeedbackLog,
     UnknownPrediction,
+    VerdictKind,
     VerdictRecord,
     database_path,
     image_extension,
@@ -57,7 +58,7 @@ PREDICTION = Prediction(
 
 
 async def record(
-    log: FeedbackLog,
+    log: PredictionLog,
     *,
     user_id: int = 7,
     chat_id: int = 70,
@@ -127,6 +128,23 @@ async def test_verdict_recorded_once(log: SqliteFeedbackLog, clock: FakeClock) -
     assert not second.recorded
     assert second.verdict == first.verdict
     assert await log.get_verdict(prediction.id) == first.verdict
+
+
+async def test_verdict_kinds_are_enums_stored_as_plain_strings(
+    tmp_path: Path, log: SqliteFeedbackLog
+) -> None:
+    """`VerdictKind` members and their plain values are both accepted; SQLite holds the value."""
+    by_enum = await record(log, message_id=1)
+    by_string = await record(log, message_id=2)
+    await log.record_verdict(by_enum.id, user_id=7, kind=VerdictKind.WRONG, label="latte")
+    await log.record_verdict(by_string.id, user_id=7, kind="unsure", label=None)
+    first, second = await log.get_verdict(by_enum.id), await log.get_verdict(by_string.id)
+    assert first is not None and first.kind is VerdictKind.WRONG and first.kind == "wrong"
+    assert second is not None and second.kind is VerdictKind.UNSURE
+    with sqlite3.connect(database_path(tmp_path)) as conn:
+        stored = conn.execute("SELECT kind, typeof(kind) FROM verdicts ORDER BY kind").fetchall()
+    conn.close()
+    assert stored == [("unsure", "text"), ("wrong", "text")]
 
 
 async def test_concurrent_verdicts_record_one(tmp_path: Path, log: SqliteFeedbackLog) -> None:

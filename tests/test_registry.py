@@ -85,7 +85,8 @@ def test_register_list_and_activate(registry: Registry, tmp_path: Path) -> None:
     assert (registry.models_dir / ACTIVE_NAME).read_text() == second.version + "\n"
     assert registry.get("v1") == first and registry.get(second.version) == second
     assert registry.path_for(second).read_bytes() == b"two"
-    assert registry.active_path() == registry.path_for(second)
+    active = registry.active()
+    assert active is not None and registry.path_for(active) == registry.path_for(second)
     card = json.loads((registry.models_dir / second.version / CARD_NAME).read_text())
     assert card["parent"] == first.version and card["training_images"] == 40
     assert card["label_count"] == 3 and card["file"] == "model.pkl"

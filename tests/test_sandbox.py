@@ -1,4 +1,4 @@
-"""Tests for bot.sandbox, driving the real python-telegram-bot client over HTTP."""
+"""Tests for the sandbox (sandbox/), driving the real python-telegram-bot client over HTTP."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import io
 import json
 import logging
 import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -36,7 +41,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.sandbox import Sandbox, SandboxThread
+from sandbox import Sandbox, SandboxThread
 
 TOKEN = "123456:SANDBOX-test_token-XYZ"
 USER = 1001
@@ -633,7 +638,7 @@ async def test_token_is_never_logged(
 
     messages = [record.getMessage() for record in caplog.records]
     assert any("<token>" in message for message in messages)  # the 500 was logged, redacted
-    assert any(record.name.startswith("bot.sandbox") for record in caplog.records)
+    assert any(record.name.startswith("sandbox") for record in caplog.records)
     assert any(record.name == "aiohttp.server" for record in caplog.records)
     for message in messages:
         assert TOKEN not in message and quoted not in message
@@ -655,3 +660,43 @@ def test_sandbox_thread_serves_sync_clients() -> None:
             assert json.loads(response.read())["message"]["text"] == "from a thread"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{base}/bot{TOKEN}/getMe", timeout=1)
+
+
+def test_the_sandbox_takes_only_the_token_redaction_from_the_bot() -> None:
+    """A separate part of the tree: nothing of the bot's handlers, of telegram or of model/."""
+    code = (
+        "import sys; import sandbox, sandbox.__main__; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('bot', 'model', 'training', 'telegram', 'torch')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "['bot', 'bot.logs']"
+
+
+def test_python_m_sandbox_serves_alone_and_says_how_to_point_a_bot_at_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", "0", "--token", TOKEN],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed = [process.stdout.readline() for _ in range(3)]
+        match = re.search(r"chat page: (http://\S+)/$", printed[0])
+        assert match, printed
+        url = match.group(1)
+        assert printed[2].strip() == f"TELEGRAM_API_URL={url} TELEGRAM_TOKEN=<token> python -m bot"
+        with urllib.request.urlopen(f"{url}/bot{TOKEN}/getMe", timeout=5) as response:
+            assert json.loads(response.read())["result"]["username"] == "verdict_sandbox_bot"
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    assert "sandbox: interrupted" in err
+    for text in [*printed, out, err]:
+        assert TOKEN not in text and urllib.parse.quote(TOKEN, safe="") not in text

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import httpx
 import pytest
 
 from tests import images
-from tests.botharness import RunningBot, start_bot
+from tests.botharness import RunningBot, bot_env, start_bot, start_sandbox_mode_bot
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -39,6 +42,7 @@ def test_healthz_and_readyz(bot: RunningBot) -> None:
     assert ready.status_code == 200, ready.text
     body = ready.json()
     assert body["ready"] and body["workers_ready"] >= 1 and body["model"].startswith("default-")
+    assert body["mode"] == "polling"  # a token was given: this is not the sandbox mode
 
 
 def test_metrics_move_when_a_photo_is_classified(bot: RunningBot) -> None:
@@ -93,6 +97,7 @@ def test_webhook_mode_right_secret_answered_wrong_secret_refused(tmp_path: Path)
     try:
         (call,) = hooked.calls("setWebhook")
         assert call["params"]["url"] == url
+        assert httpx.get(f"{hooked.web_url()}/readyz", timeout=30).json()["mode"] == "webhook"
         assert hooked.calls("getUpdates") == []  # no polling in webhook mode
         reply = hooked.send_photo(images.coffee_jpeg())["replies"][0]
         assert reply["text"].startswith("espresso — ")
@@ -119,3 +124,47 @@ def test_webhook_mode_right_secret_answered_wrong_secret_refused(tmp_path: Path)
         assert secret not in hooked.log()
     finally:
         assert hooked.stop() == 0
+
+
+def test_without_a_token_the_bot_serves_its_sandbox_and_says_so(tmp_path: Path) -> None:
+    """No TELEGRAM_TOKEN in a checkout: a loud warning, where to chat, /readyz says "sandbox"."""
+    bot = start_sandbox_mode_bot(tmp_path)
+    try:
+        warning = re.search(r"WARNING bot: SANDBOX MODE: no TELEGRAM_TOKEN set; (.*)", bot.log())
+        assert warning, bot.log()
+        assert warning.group(1) == (
+            f"serving the local stand-in Bot API at {bot.url} — this bot is not on Telegram"
+        )
+        ready = httpx.get(f"{bot.web_url()}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["mode"] == "sandbox"
+        # What the printed instructions suggest, from another shell.
+        answer = httpx.post(
+            f"{bot.url}/_sandbox/send", params={"wait": 30}, data={"text": "/help"}, timeout=60
+        ).json()
+        assert answer["replies"], answer
+    finally:
+        status = bot.stop()
+    assert status == 0, bot.log()
+    log = bot.log()
+    # The token the bot made up for its sandbox ("<digits>:sandbox-<random>") is never shown.
+    assert ":sandbox-" not in log and "%3Asandbox-" not in log
+
+
+def test_without_a_token_or_the_sandbox_the_bot_refuses_to_start(tmp_path: Path) -> None:
+    """As in the production image, which has no sandbox/: exit 2 and say why on stderr."""
+    no_sandbox = (
+        "import sys; sys.modules['sandbox'] = None; "  # `import sandbox` now fails
+        "from bot.__main__ import main; sys.exit(main())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", no_sandbox],
+        cwd=tmp_path,
+        env=bot_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "\nTELEGRAM_TOKEN is not set: set it" in f"\n{result.stderr}", result.stderr
+    assert not (tmp_path / "data").exists()  # it stopped before starting anything

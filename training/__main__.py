@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dotenv import dotenv_values
+from model.datadir import data_dir, read_environment
 
 if TYPE_CHECKING:
     from model.registry import Registry
@@ -27,12 +26,8 @@ EXIT_ERROR = 2
 
 
 def default_data_dir() -> Path:
-    """DATA_DIR from the environment, else from ./.env, else `data` (as the bot reads it)."""
-    value = os.environ.get("DATA_DIR", "").strip()
-    env_file = Path(".env")
-    if not value and env_file.is_file():
-        value = (dotenv_values(env_file).get("DATA_DIR") or "").strip()
-    return Path(value or "data")
+    """DATA_DIR as the bot reads it: the environment over ./.env, else `data`."""
+    return data_dir(read_environment())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +215,7 @@ def _add_use(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _export_feedback(args: argparse.Namespace) -> int:
-    from training.export import ExportError, export_feedback
+    from model.feedback.export import ExportError, export_feedback
 
     data_dir: Path = args.data_dir or default_data_dir()
     try:

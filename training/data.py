@@ -1,7 +1,8 @@
 """The training set: label folders checked image by image, plus the disputes from the bot.
 
 `collect` reads PATH (one folder per label, as in the fastai course's bear classifier),
-optionally adds the images users labelled through the bot (via `export_feedback`), decodes
+optionally adds the images users labelled through the bot (via
+`model.feedback.export.export_feedback`, with the label each trains as), decodes
 every image exactly as the bot does (`model.images.decode_image`: EXIF orientation, RGB,
 transparency on white), skips and lists the unreadable ones, drops exact duplicates, and writes
 upright RGB copies shrunk to the size training needs into a working folder. Bad data raises
@@ -10,9 +11,7 @@ upright RGB copies shrunk to the size training needs into a working folder. Bad 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import inspect
 import logging
 import os
 import random
@@ -249,69 +248,29 @@ def feedback_sources(
 ) -> tuple[list[Source], FeedbackSummary]:
     """Export the feedback log into `out_dir`; the images whose label has a folder here.
 
-    Labels match exactly, else ignoring case ("Latte" joins the folder "latte"). Images whose
-    label has no folder are left out and counted: a new label needs a folder of its own.
+    Each exported image comes with the label it trains as (`ExportSummary.files`). Labels
+    match exactly, else ignoring case ("Latte" joins the folder "latte"). Images whose label
+    has no folder are left out and counted: a new label needs a folder of its own.
     """
-    from training.export import MANIFEST_NAME, ExportError, export_feedback
+    from model.feedback.export import ExportError, export_feedback
 
-    options: dict[str, bool] = {}
-    if reviewed_only:
-        if "reviewed_only" not in inspect.signature(export_feedback).parameters:
-            raise DataError("--reviewed-only: this feedback export cannot filter reviewed items")
-        options["reviewed_only"] = True
     try:
-        export_feedback(data_dir, out_dir, **options)
+        exported = export_feedback(data_dir, out_dir, reviewed_only=reviewed_only)
     except ExportError as exc:
         raise DataError(f"--with-feedback: {exc}") from None
-    folder_label = _labels_from_manifest(out_dir / MANIFEST_NAME)
     by_name = {label: label for label in labels}
     by_casefold = {label.casefold(): label for label in labels}
     summary = FeedbackSummary()
     sources = []
-    for path in sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
-        relative = path.relative_to(out_dir).as_posix()
-        label = _label_of(path.parent.name, folder_label.get(relative))
+    for image in sorted(exported.files, key=lambda image: image.path):
         summary.exported += 1
-        target = by_name.get(label) or by_casefold.get(label.casefold())
+        target = by_name.get(image.label) or by_casefold.get(image.label.casefold())
         if target is None:
-            summary.unknown_labels[label] += 1
+            summary.unknown_labels[image.label] += 1
             continue
-        sources.append(Source(path, target, f"{FEEDBACK_PREFIX}/{target}/{path.name}", True))
+        name = f"{FEEDBACK_PREFIX}/{target}/{image.path.name}"
+        sources.append(Source(image.path, target, name, True))
     return sources, summary
-
-
-def _labels_from_manifest(manifest: Path) -> dict[str, str]:
-    """Exported image path → the label it trains as, from the export's manifest.
-
-    The corrected label (a user's correction, or an admin's relabelling) when there is one,
-    else the predicted label (confirmed right, or confirmed by a review).
-    """
-    labels: dict[str, str] = {}
-    try:
-        with manifest.open(newline="", encoding="utf-8") as file:
-            for row in csv.DictReader(file):
-                image = (row.get("image") or "").strip()
-                label = row.get("label") or row.get("corrected") or row.get("predicted")
-                if image and label:
-                    labels.setdefault(image, label)
-    except FileNotFoundError:
-        return {}
-    return labels
-
-
-def _label_of(folder: str, listed: str | None) -> str:
-    """The label of an exported image in `folder`, given the manifest's label for it.
-
-    The export names a folder after its label, or (for a label unsafe as a folder name, or
-    one that differs from another only in case) adds the start of the label's sha256. The
-    manifest's label is taken when the folder is named after it; else the folder's name.
-    """
-    if listed and (
-        folder == listed
-        or folder.endswith("-" + hashlib.sha256(listed.encode("utf-8")).hexdigest()[:8])
-    ):
-        return listed
-    return folder
 
 
 def collect(

@@ -7,17 +7,18 @@ import ipaddress
 import logging
 import threading
 import traceback
-import urllib.parse
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox.botapi import BotApi
-from bot.sandbox.page import ChatPage
-from bot.sandbox.state import JSONDict, SandboxState
-from bot.sandbox.testapi import DEFAULT_USER_ID, TestApi
+# The one place the token is scrubbed, shared with the bot: a stdlib-only leaf module, and the
+# only thing the sandbox takes from the bot.
+from bot.logs import RedactFilter
+from sandbox.botapi import BotApi
+from sandbox.page import ChatPage
+from sandbox.state import JSONDict, SandboxState
+from sandbox.testapi import DEFAULT_USER_ID, TestApi
 
 logger = logging.getLogger(__name__)
 
@@ -32,29 +33,6 @@ _TOKEN_FORBIDDEN = frozenset("/?#% \t\r\n")
 
 #: aiohttp's own loggers; aiohttp.server logs raw request lines (with the token) on bad input.
 _AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.internal")
-
-
-class _RedactingFilter(logging.Filter):
-    """Rewrites records of aiohttp's loggers so that they never contain the bot token."""
-
-    def __init__(self, redact: Callable[[str], str]) -> None:
-        super().__init__()
-        self._redact = redact
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Redact the message and any traceback of the record in place."""
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = str(record.msg)
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        if record.exc_text:
-            record.exc_text = self._redact(record.exc_text)
-        record.msg = self._redact(message)
-        record.args = None
-        return True
 
 
 def is_loopback(host: str) -> bool:
@@ -103,7 +81,8 @@ class Sandbox:
             if not head.isdigit():
                 raise ValueError("cannot derive bot_id from the token; pass bot_id explicitly")
             bot_id = int(head)
-        self._token = token
+        # On aiohttp's loggers while serving; also cleans what the sandbox logs itself.
+        self._log_filter = RedactFilter([token])
         self._state = SandboxState(
             {"id": bot_id, "is_bot": True, "first_name": bot_first_name, "username": bot_username}
         )
@@ -131,7 +110,6 @@ class Sandbox:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._stopped = False
-        self._log_filter = _RedactingFilter(self.redact)
 
     @property
     def app(self) -> web.Application:
@@ -152,8 +130,7 @@ class Sandbox:
 
     def redact(self, text: str) -> str:
         """Replace the bot token (plain or percent-encoded) in text by <token>."""
-        encoded = urllib.parse.quote(self._token, safe="")
-        return text.replace(self._token, "<token>").replace(encoded, "<token>")
+        return self._log_filter.redact(text)
 
     def _error_middleware(self) -> Any:
         """Middleware turning unexpected exceptions into JSON 500s, logged without the token."""

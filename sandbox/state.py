@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.sandbox.media import EncodedPhoto
+from sandbox.media import EncodedPhoto
 
 JSONDict = dict[str, Any]
 

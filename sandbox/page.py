@@ -37,7 +37,7 @@ _HEADERS = {
 
 def _static_dir() -> Traversable:
     """The packaged static/ folder (works from a checkout and from an installed wheel)."""
-    return importlib.resources.files(__package__ or "bot.sandbox").joinpath("static")
+    return importlib.resources.files(__package__ or "sandbox").joinpath("static")
 
 
 class ChatPage:

@@ -1,109 +1,30 @@
-"""Admin commands about model versions: /models, /use, /retrain (and its buttons)."""
+"""/retrain: fit a new model version in a separate process, its progress in one message."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.error import BadRequest, TelegramError
+from telegram import InlineKeyboardMarkup, Update
+from telegram.error import TelegramError
 
+from bot import keyboards
 from bot.context import Ctx
-from model.pool import ModelLoadError
-from model.registry import Registry, RegistryError
+from bot.telegram_io import not_modified_ok
+from bot.versions import metrics_text
 
 logger = logging.getLogger(__name__)
 
-RETRAIN_KEY = "retrain"
 PROGRESS_EVERY_S = 3.0  # Telegram allows about one edit a second per chat; stay well below
 # One row of fastai's epoch table as `fit` prints it: epoch, train_loss, valid_loss, metrics…
 EPOCH_ROW = re.compile(r"^\s*(\d+)\s+([\d.]+|nan)\s+([\d.]+|nan)\s+([\d.]+)\s+([\d.]+)\s")
 PLAN_LINE = re.compile(r"^training: (\d+) epochs? in all")
-
-
-def registry(context: Ctx) -> Registry:
-    """The model registry under DATA_DIR/models."""
-    return Registry(context.services.settings.models_dir)
-
-
-def _metrics_text(metrics: dict[str, Any] | None) -> str:
-    if not metrics:
-        return "no metrics"
-    parts = []
-    if "accuracy" in metrics:
-        parts.append(f"accuracy {float(metrics['accuracy']):.1%}")
-    if "error_rate" in metrics:
-        parts.append(f"error {float(metrics['error_rate']):.1%}")
-    if "valid_images" in metrics:
-        parts.append(f"{metrics['valid_images']} validation images")
-    return ", ".join(parts) or "no metrics"
-
-
-async def on_models(update: Update, context: Ctx) -> None:
-    """/models: every registered version with its metrics; the active one marked."""
-    message = update.effective_message
-    if message is None:
-        return
-    reg = registry(context)
-    versions = await asyncio.to_thread(reg.versions)
-    active = await asyncio.to_thread(reg.active)
-    if not versions:
-        await message.reply_text("No model versions are registered yet.")
-        return
-    lines = ["Model versions (newest last):"]
-    for card in versions:
-        mark = "▶️" if active is not None and card.version == active.version else "•"
-        lines.append(
-            f"{mark} {card.version} — {card.architecture}, {len(card.labels)} labels, "
-            f"{_metrics_text(card.metrics)}"
-        )
-    lines.append(f"\nServing now: {context.services.classifier.model_name}")
-    lines.append("Switch with /use VERSION, or /use previous.")
-    await message.reply_text("\n".join(lines))
-
-
-async def on_use(update: Update, context: Ctx) -> None:
-    """/use VERSION or /use previous: hot-swap the model, with no dropped photos."""
-    message = update.effective_message
-    if message is None:
-        return
-    args = context.args or []
-    if not args:
-        await message.reply_text("Which one? /use VERSION (see /models), or /use previous.")
-        return
-    await message.reply_text(await switch_to(context, args[0]))
-
-
-async def switch_to(context: Ctx, wanted: str) -> str:
-    """Swap the pool to a registered version and mark it active; the answer for the admin."""
-    reg = registry(context)
-    try:
-        if wanted == "previous":
-            card = await asyncio.to_thread(reg.previous)
-            if card is None:
-                return "There is no previous version to go back to."
-        else:
-            card = await asyncio.to_thread(reg.get, wanted)
-        path = await asyncio.to_thread(reg.path_for, card)
-    except (RegistryError, KeyError) as exc:
-        return f"Can't use {wanted!r}: {exc}"
-    classifier = context.services.classifier
-    swap = getattr(classifier, "swap", None)
-    if swap is None:
-        return "This classifier cannot swap models."
-    try:
-        name = await swap(path)
-    except ModelLoadError as exc:
-        return f"{card.version} failed to load, so the current model keeps serving: {exc}"
-    await asyncio.to_thread(reg.activate, card.version)
-    logger.info("admin switched the model to %s (%s)", card.version, name)
-    return f"Now serving {card.version} ({_metrics_text(card.metrics)})."
 
 
 @dataclass
@@ -139,7 +60,8 @@ async def on_retrain(update: Update, context: Ctx) -> None:
     message = update.effective_message
     if message is None:
         return
-    running: Retrain | None = context.bot_data.get(RETRAIN_KEY)
+    slot = context.services.retrain
+    running = slot.running
     args = context.args or []
     if args and args[0] == "cancel":
         if running is None:
@@ -181,13 +103,11 @@ async def on_retrain(update: Update, context: Ctx) -> None:
         env=_training_env(),
     )
     retrain = Retrain(process, status.chat_id, status.message_id)
-    context.bot_data[RETRAIN_KEY] = retrain
+    slot.running = retrain
     context.application.create_task(_follow(retrain, context))
 
 
 def _training_env() -> dict[str, str]:
-    import os
-
     # One thread for training leaves the other cores to the workers answering photos.
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -209,7 +129,7 @@ async def _follow(retrain: Retrain, context: Ctx) -> None:
                 await _edit(context, retrain, text)
         code = await retrain.process.wait()
     finally:
-        context.bot_data.pop(RETRAIN_KEY, None)
+        context.services.retrain.running = None
     if retrain.cancelled:
         await _edit(context, retrain, "Retraining cancelled; nothing was registered.")
         return
@@ -237,7 +157,7 @@ def _parse(retrain: Retrain, line: str) -> None:
 
 
 async def _report(context: Ctx, retrain: Retrain) -> None:
-    reg = registry(context)
+    reg = context.services.registry
     versions = await asyncio.to_thread(reg.versions)
     active = await asyncio.to_thread(reg.active)
     if not versions:
@@ -246,50 +166,21 @@ async def _report(context: Ctx, retrain: Retrain) -> None:
     new = versions[-1]
     text = (
         f"✅ Retraining finished: {new.version}\n"
-        f"new: {_metrics_text(new.metrics)}\n"
+        f"new: {metrics_text(new.metrics)}\n"
         f"active ({active.version if active else 'none'}): "
-        f"{_metrics_text(active.metrics if active else None)}"
+        f"{metrics_text(active.metrics if active else None)}"
     )
-    markup = InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton("Use it", callback_data=f"m:use:{new.version}"[:64]),
-                InlineKeyboardButton("Keep current", callback_data="m:keep"),
-            ]
-        ]
-    )
+    markup = keyboards.retrained_keyboard(new.version)
     await _edit(context, retrain, text, markup)
-
-
-async def on_model_button(update: Update, context: Ctx) -> None:
-    """[Use it] / [Keep current] after a retraining."""
-    query = update.callback_query
-    if query is None or query.data is None:
-        return
-    await query.answer()
-    if query.data == "m:keep":
-        with contextlib.suppress(TelegramError):
-            await query.edit_message_reply_markup(reply_markup=None)
-        if isinstance(query.message, Message):
-            await query.message.reply_text("Keeping the current model.")
-        return
-    if query.data.startswith("m:use:"):
-        answer = await switch_to(context, query.data.removeprefix("m:use:"))
-        with contextlib.suppress(TelegramError):
-            await query.edit_message_reply_markup(reply_markup=None)
-        if isinstance(query.message, Message):
-            await query.message.reply_text(answer)
 
 
 async def _edit(
     context: Ctx, retrain: Retrain, text: str, markup: InlineKeyboardMarkup | None = None
 ) -> None:
     try:
-        await context.bot.edit_message_text(
-            text, chat_id=retrain.chat_id, message_id=retrain.message_id, reply_markup=markup
-        )
-    except BadRequest as exc:
-        if "not modified" not in exc.message.lower():
-            logger.warning("could not update the retraining message: %s", exc)
+        with not_modified_ok():
+            await context.bot.edit_message_text(
+                text, chat_id=retrain.chat_id, message_id=retrain.message_id, reply_markup=markup
+            )
     except TelegramError:
         logger.warning("could not update the retraining message", exc_info=True)

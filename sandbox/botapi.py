@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.sandbox.media import NotAnImageError, guess_mime, make_photo_sizes, safe_extension
-from bot.sandbox.params import ApiError, JSONDict, Params, Upload, bad_request, read_params
-from bot.sandbox.state import Chat, SandboxState, StoredFile, StoredMessage
+from sandbox.media import NotAnImageError, guess_mime, make_photo_sizes, safe_extension
+from sandbox.params import ApiError, JSONDict, Params, Upload, bad_request, read_params
+from sandbox.state import Chat, SandboxState, StoredFile, StoredMessage
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,8 @@
-"""Run the sandbox alone: ``python -m bot.sandbox --port 8088 --token 123456:SANDBOX``."""
+"""Run the sandbox alone: ``python -m sandbox --port 8088 --token 123456:SANDBOX``.
+
+It serves the stand-in Bot API, the test API and the chat page until Ctrl+C, and prints how
+to point a bot at it. The token never appears in what it prints or logs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import argparse
 import asyncio
 import logging
 
-from bot.sandbox.server import Sandbox
+from bot.logs import RedactFilter
+from sandbox.server import Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -15,8 +20,11 @@ async def serve(token: str, host: str, port: int, admin_id: int | None = None) -
     """Run a sandbox until cancelled."""
     sandbox = Sandbox(token, page_admin_id=admin_id)
     url = await sandbox.start(host, port)
+    admins = f"ADMIN_IDS={admin_id} " if admin_id is not None else ""
     print(
-        f"Sandbox Bot API: {url}/bot<token>/  test API: {url}/_sandbox/  chat page: {url}/",
+        f"Sandbox Bot API: {url}/bot<token>/  test API: {url}/_sandbox/  chat page: {url}/\n"
+        "Point a bot at it (the token is the one given with --token):\n"
+        f"  TELEGRAM_API_URL={url} TELEGRAM_TOKEN=<token> {admins}python -m bot",
         flush=True,
     )
     try:
@@ -27,7 +35,9 @@ async def serve(token: str, host: str, port: int, admin_id: int | None = None) -
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and serve until Ctrl+C."""
-    parser = argparse.ArgumentParser(description="Local stand-in for the Telegram Bot API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox", description="Local stand-in for the Telegram Bot API."
+    )
     parser.add_argument("--token", default="123456:SANDBOX-TOKEN")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8088)
@@ -36,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Whatever logs (the sandbox, aiohttp, a library), its lines reach stderr without the token.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactFilter([args.token]))
     try:
         asyncio.run(serve(args.token, args.host, args.port, args.admin_id))
     except KeyboardInterrupt:

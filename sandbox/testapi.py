@@ -33,8 +33,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from bot.sandbox.botapi import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, document_json
-from bot.sandbox.media import (
+from sandbox.botapi import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, document_json
+from sandbox.media import (
     DEFAULT_MIME,
     DUMMY_MP4,
     DUMMY_OGG,
@@ -45,8 +45,8 @@ from bot.sandbox.media import (
     make_photo_sizes,
     safe_extension,
 )
-from bot.sandbox.params import ApiError, JSONDict, Params, Upload, read_params
-from bot.sandbox.state import Chat, SandboxState, StoredFile, StoredMessage
+from sandbox.params import ApiError, JSONDict, Params, Upload, read_params
+from sandbox.state import Chat, SandboxState, StoredFile, StoredMessage
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Right/Wrong buttons, corrections, typed labels and /forget."""
+"""Verdicts on an answer: the Right/Wrong buttons, corrections, typed labels, /cancel."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ import logging
 from dataclasses import dataclass
 
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 
 from bot import keyboards, replies
+from bot.callbacks import VerdictAction, VerdictButton
 from bot.context import Ctx
+from bot.telegram_io import FileTooBig, download, edit
 from model.feedback import InvalidVerdict, PredictionRecord, VerdictRecord
-from model.types import Prediction
 
 logger = logging.getLogger(__name__)
-
-
-def prediction_text(record: PredictionRecord, threshold: float) -> str:
-    """The prediction as it was first shown."""
-    prediction = Prediction(record.scores, record.model, 0, 0)
-    return replies.prediction_text(prediction, threshold)
 
 
 @dataclass(frozen=True)
@@ -41,14 +36,14 @@ class Answer:
         """The message as it stands: predictions, with each recorded verdict."""
         if not self.is_album:
             (record,) = self.records
-            base = prediction_text(record, threshold)
+            base = replies.prediction_text(record, threshold)
             verdict = self.verdicts.get(record.id)
             if verdict is None:
                 return base
             return replies.with_footer(base, replies.verdict_footer(verdict.kind, verdict.label))
         lines = []
         for number, record in enumerate(self.records, 1):
-            line = f"{number}. {prediction_text(record, threshold)}"
+            line = f"{number}. {replies.prediction_text(record, threshold)}"
             verdict = self.verdicts.get(record.id)
             if verdict is not None:
                 line += f"  {replies.verdict_mark(verdict.kind, verdict.label)}"
@@ -73,7 +68,7 @@ class Answer:
 
 async def load_answer(context: Ctx, record: PredictionRecord) -> Answer:
     """The predictions the message of `record` answers, with their verdicts."""
-    log = context.services.feedback
+    log = context.services.verdicts
     records = [record]
     if record.reply_message_id is not None:
         records = await log.predictions_for_reply(record.chat_id, record.reply_message_id)
@@ -92,17 +87,17 @@ async def on_verdict_button(update: Update, context: Ctx) -> None:
     query = update.callback_query
     if query is None or query.data is None:
         return
-    action = keyboards.parse_verdict(query.data)
+    action = VerdictButton.parse(query.data)
     if action is None:
         await query.answer(replies.UNKNOWN_BUTTON)
         return
     services = context.services
-    log = services.feedback
+    log = services.verdicts
     threshold = services.tunables.confidence_threshold
     record = await log.get_prediction(action.prediction_id)
     if record is None:
         await query.answer(replies.EXPIRED, show_alert=True)
-        await _edit(query, reply_markup=None)
+        await edit(query, reply_markup=None)
         return
     message = query.message
     if (
@@ -119,49 +114,49 @@ async def on_verdict_button(update: Update, context: Ctx) -> None:
     if record.id in answer.verdicts:
         # A second tap, an old message, or a tap after a restart: show what stands.
         await query.answer(replies.ALREADY)
-        await _edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
+        await edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
         return
 
     labels = context.services.classifier.labels_for(record.model)
-    if action.action == "x":
+    if action.action is VerdictAction.NOOP:
         await query.answer()
-    elif action.action == "b":
+    elif action.action is VerdictAction.BACK:
         await query.answer()
-        await _edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
-    elif action.action == "w":
+        await edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
+    elif action.action is VerdictAction.WRONG:
         await query.answer()
         await log.clear_pending_label(chat_id=record.chat_id, user_id=record.user_id)
-        await _edit(
+        await edit(
             query,
             text=answer.asking(record, replies.ASK_LABEL, threshold),
             reply_markup=keyboards.correction_keyboard(record.id, record.scores, bool(labels)),
         )
-    elif action.action == "p" and labels:
+    elif action.action is VerdictAction.PAGE and labels:
         await query.answer()
         page = min(action.number, keyboards.pages(labels) - 1)
         prompt = replies.BROWSE_LABELS.format(page=page + 1, pages=keyboards.pages(labels))
-        await _edit(
+        await edit(
             query,
             text=answer.asking(record, prompt, threshold),
             reply_markup=keyboards.labels_keyboard(record.id, labels, page),
         )
-    elif action.action == "t":
+    elif action.action is VerdictAction.TYPE:
         await query.answer()
         await log.set_pending_label(
             chat_id=record.chat_id, user_id=record.user_id, prediction_id=record.id
         )
-        await _edit(
+        await edit(
             query,
             text=answer.asking(record, replies.TYPE_LABEL, threshold),
             reply_markup=keyboards.typing_keyboard(record.id),
         )
-    elif action.action == "r":
+    elif action.action is VerdictAction.RIGHT:
         await _decide(query, context, record, "right", record.top.label)
-    elif action.action == "u":
+    elif action.action is VerdictAction.UNSURE:
         await _decide(query, context, record, "unsure", None)
-    elif action.action == "c" and 0 < action.number < len(record.scores):
+    elif action.action is VerdictAction.CANDIDATE and 0 < action.number < len(record.scores):
         await _decide(query, context, record, "wrong", record.scores[action.number].label)
-    elif action.action == "l" and labels and 0 <= action.number < len(labels):
+    elif action.action is VerdictAction.LABEL and labels and 0 <= action.number < len(labels):
         await _decide(query, context, record, "wrong", labels[action.number])
     else:
         await query.answer(replies.UNKNOWN_BUTTON)
@@ -177,7 +172,7 @@ async def _decide(
         await query.answer(replies.ALREADY)
     answer = await load_answer(context, record)
     threshold = context.services.tunables.confidence_threshold
-    await _edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
+    await edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
 
 
 async def refresh(context: Ctx, record: PredictionRecord) -> None:
@@ -200,7 +195,7 @@ async def record_verdict(
 ) -> tuple[VerdictRecord, bool]:
     """Store the verdict (keeping the image of a dispute): the verdict that stands, and
     whether it is this one."""
-    log = context.services.feedback
+    log = context.services.verdicts
     image = None
     if kind != "right" and not await log.has_image(record.id):
         image = await _download(context, record.file_id)
@@ -216,9 +211,8 @@ async def record_verdict(
 async def _download(context: Ctx, file_id: str) -> bytes | None:
     """The photo of a disputed prediction, fetched again by its file id (kept by Telegram)."""
     try:
-        file = await context.bot.get_file(file_id)
-        return bytes(await file.download_as_bytearray())
-    except TelegramError:
+        return await download(context.bot, file_id, context.services.settings.max_download_bytes)
+    except (TelegramError, FileTooBig):
         logger.warning("could not fetch the disputed photo again", exc_info=True)
         return None
 
@@ -229,7 +223,7 @@ async def on_text(update: Update, context: Ctx) -> None:
     user = update.effective_user
     if message is None or message.text is None:
         return
-    log = context.services.feedback
+    log = context.services.verdicts
     pending = None
     if user is not None:
         pending = await log.get_pending_label(chat_id=message.chat_id, user_id=user.id)
@@ -260,7 +254,7 @@ async def on_cancel(update: Update, context: Ctx) -> None:
     user = update.effective_user
     if message is None or user is None:
         return
-    log = context.services.feedback
+    log = context.services.verdicts
     pending = await log.get_pending_label(chat_id=message.chat_id, user_id=user.id)
     if pending is None:
         await message.reply_text(replies.NOTHING_TO_CANCEL)
@@ -270,63 +264,3 @@ async def on_cancel(update: Update, context: Ctx) -> None:
     record = await log.get_prediction(pending)
     if record is not None:
         await refresh(context, record)
-
-
-async def on_forget(update: Update, context: Ctx) -> None:
-    """/forget: say what would be deleted and ask for confirmation."""
-    message = update.effective_message
-    user = update.effective_user
-    if message is None or user is None:
-        return
-    summary = await context.services.feedback.count_user_items(user.id)
-    markup = keyboards.forget_keyboard(user.id) if summary.total else None
-    await message.reply_text(replies.forget_prompt(summary.total), reply_markup=markup)
-
-
-async def on_forget_button(update: Update, context: Ctx) -> None:
-    """The /forget confirmation buttons; only the user who asked can press them."""
-    query = update.callback_query
-    if query is None or query.data is None:
-        return
-    parsed = keyboards.parse_forget(query.data)
-    if parsed is None:
-        await query.answer(replies.UNKNOWN_BUTTON)
-        return
-    user_id, confirmed = parsed
-    if query.from_user.id != user_id:
-        await query.answer("Only the person who asked can confirm this.", show_alert=True)
-        return
-    await query.answer()
-    if not confirmed:
-        await _edit(query, text=replies.FORGET_KEPT, reply_markup=None)
-        return
-    summary = await context.services.feedback.forget_user(user_id)
-    logger.info("forgot user data on request: %d item(s)", summary.total)
-    await _edit(
-        query,
-        text=replies.forgotten_text(summary.predictions, summary.verdicts, summary.images),
-        reply_markup=None,
-    )
-
-
-async def on_unknown_button(update: Update, context: Ctx) -> None:
-    """Any other button (from an older version of the bot, or forged)."""
-    if update.callback_query is not None:
-        await update.callback_query.answer(replies.UNKNOWN_BUTTON)
-
-
-async def _edit(
-    query: CallbackQuery,
-    *,
-    text: str | None = None,
-    reply_markup: InlineKeyboardMarkup | None = None,
-) -> None:
-    """Edit the message under the buttons; "not modified" (a repeated tap) is fine."""
-    try:
-        if text is None:
-            await query.edit_message_reply_markup(reply_markup=reply_markup)
-        else:
-            await query.edit_message_text(text, reply_markup=reply_markup)
-    except BadRequest as exc:
-        if "not modified" not in exc.message.lower():
-            raise

@@ -1,11 +1,15 @@
 """Export the feedback log as image folders named by label, plus a manifest of every verdict.
 
+A read view of the feedback log: it opens the database read-only and never writes to it.
+
 The layout is what fastai's `get_image_files` + `parent_label` read: ``OUT/<label>/<sha256>.<ext>``
 for every disputed image ("wrong": the corrected label) and every kept image users confirmed
 ("right": the predicted label), and ``OUT/manifest.csv`` listing all verdicts, "not sure" ones
 included. An admin's review overrides the verdict: "confirm" and "relabel" put the image under
 the reviewed label (uncertain items without a verdict included), "discard" keeps it out of the
-folders; the manifest's `review` column says which. Nothing here imports torch or fastai.
+folders; the manifest's `review` column says which. `ExportSummary.files` lists each image
+written with the label it trains as (what `training.data` takes). Nothing here imports torch,
+fastai, Pillow or telegram.
 """
 
 from __future__ import annotations
@@ -18,17 +22,20 @@ import sqlite3
 import tempfile
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Container
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model.feedback import (
+from model.feedback.records import (
     FeedbackError,
-    FeedbackStore,
     LabelledEntry,
     MissingDatabase,
-    database_path,
+    ReviewDecision,
+    VerdictKind,
 )
+from model.feedback.schema import database_path
+from model.feedback.store import FeedbackStore
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +66,16 @@ class ExportError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ExportedImage:
+    """An image file the export wrote, and the label it trains as (its folder's label)."""
+
+    path: Path
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExportSummary:
-    """What an export wrote."""
+    """What an export wrote; `files`: every image written, in the order written."""
 
     out_dir: Path
     images: int
@@ -70,6 +85,7 @@ class ExportSummary:
     rows: int
     reviewed: int = 0
     discarded: int = 0
+    files: tuple[ExportedImage, ...] = field(default=())
 
     def describe(self) -> str:
         """One line for people."""
@@ -157,7 +173,7 @@ def export_feedback(
             tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent)
         )
         try:
-            summary = _write(entries, staging)
+            summary = _write(entries, staging, out_dir)
             if out_dir.exists():
                 out_dir.rmdir()  # empty, as checked above; rmdir refuses anything else
             staging.rename(out_dir)
@@ -166,7 +182,7 @@ def export_feedback(
             raise
     except OSError as exc:
         raise ExportError(f"could not write the export to {out_dir}: {exc}") from exc
-    return ExportSummary(out_dir, *summary)
+    return summary
 
 
 def _training_label(entry: LabelledEntry) -> str | None:
@@ -175,15 +191,16 @@ def _training_label(entry: LabelledEntry) -> str | None:
     if review is not None:
         # The admin's word stands over the user's: "discard" has no label.
         return review.label
-    if verdict is None or verdict.kind == "unsure":
+    if verdict is None or verdict.kind == VerdictKind.UNSURE:
         return None
-    if verdict.kind == "wrong":
+    if verdict.kind == VerdictKind.WRONG:
         return verdict.label
     # "right" verdicts without a kept image are manifest rows only, not missing ones.
     return verdict.label if entry.image_path is not None else None
 
 
-def _write(entries: list[LabelledEntry], root: Path) -> tuple[int, int, int, int, int, int, int]:
+def _write(entries: list[LabelledEntry], root: Path, out_dir: Path) -> ExportSummary:
+    """Write the export into `root`, which is then renamed to `out_dir`."""
     labels = [_training_label(entry) for entry in entries]
     # Only labels that may get a folder take part in naming, so names do not depend on rows
     # that never reach the folders.
@@ -194,7 +211,7 @@ def _write(entries: list[LabelledEntry], root: Path) -> tuple[int, int, int, int
             if label is not None and entry.image_path is not None
         }
     )
-    written: set[Path] = set()
+    written: dict[Path, str] = {}  # image file → the label it trains as, in write order
     used_folders: set[str] = set()
     not_sure = missing = reviewed = discarded = 0
     rows = []
@@ -203,9 +220,9 @@ def _write(entries: list[LabelledEntry], root: Path) -> tuple[int, int, int, int
         image = ""
         if review is not None:
             reviewed += 1
-            if review.decision == "discard":
+            if review.decision == ReviewDecision.DISCARD:
                 discarded += 1
-        elif verdict is not None and verdict.kind == "unsure":
+        elif verdict is not None and verdict.kind == VerdictKind.UNSURE:
             not_sure += 1
         if label is not None:
             folder = names.get(label)
@@ -213,11 +230,12 @@ def _write(entries: list[LabelledEntry], root: Path) -> tuple[int, int, int, int
             if folder is None or target is None:
                 missing += 1
             else:
+                written.setdefault(target, label)
                 used_folders.add(folder)
                 image = target.relative_to(root).as_posix()
-        if review is not None and review.decision == "relabel":
+        if review is not None and review.decision == ReviewDecision.RELABEL:
             corrected = review.label or ""
-        elif verdict is not None and verdict.kind == "wrong":
+        elif verdict is not None and verdict.kind == VerdictKind.WRONG:
             corrected = verdict.label or ""
         else:
             corrected = ""
@@ -231,15 +249,28 @@ def _write(entries: list[LabelledEntry], root: Path) -> tuple[int, int, int, int
                 "confidence": f"{prediction.top.probability:.4f}",
                 "model_version": prediction.model,
                 "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="seconds"),
-                "verdict": verdict.kind if verdict is not None else "",
-                "review": review.decision if review is not None else "",
+                "verdict": verdict.kind.value if verdict is not None else "",
+                "review": review.decision.value if review is not None else "",
             }
         )
     with open(root / MANIFEST_NAME, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    return len(written), len(used_folders), not_sure, missing, len(rows), reviewed, discarded
+    files = tuple(
+        ExportedImage(out_dir / path.relative_to(root), label) for path, label in written.items()
+    )
+    return ExportSummary(
+        out_dir,
+        images=len(written),
+        labels=len(used_folders),
+        not_sure=not_sure,
+        missing=missing,
+        rows=len(rows),
+        reviewed=reviewed,
+        discarded=discarded,
+        files=files,
+    )
 
 
 def _review_time(entry: LabelledEntry) -> float:
@@ -248,8 +279,11 @@ def _review_time(entry: LabelledEntry) -> float:
     return entry.review.created
 
 
-def _copy(entry: LabelledEntry, folder: Path, written: set[Path]) -> Path | None:
-    """Copy the entry's image into `folder`; None when it is not in the store (or damaged)."""
+def _copy(entry: LabelledEntry, folder: Path, written: Container[Path]) -> Path | None:
+    """Copy the entry's image into `folder` (unless `written` has it already); its path there.
+
+    None when it is not in the store (or damaged).
+    """
     source, sha = entry.image_path, entry.prediction.image_sha256
     if source is None or sha is None:
         logger.warning("No image kept for prediction %r", entry.prediction.id)
@@ -269,5 +303,4 @@ def _copy(entry: LabelledEntry, folder: Path, written: set[Path]) -> Path | None
     folder.mkdir(exist_ok=True)
     with open(target, "xb") as file:
         file.write(data)
-    written.add(target)
     return target

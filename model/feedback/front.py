@@ -1,0 +1,222 @@
+"""`SqliteFeedbackLog`: the async feedback log the bot uses.
+
+Every database and file operation runs on one dedicated thread (`DiskThread`) that owns the
+store's connection, so the event loop never waits on a disk and writes stay strictly ordered.
+What each method does is documented on the protocols in `interfaces`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from model.feedback.records import (
+    DisputeEntry,
+    FeedbackStats,
+    ForgetSummary,
+    PredictionRecord,
+    ReviewDecision,
+    ReviewItem,
+    ReviewRecord,
+    VerdictKind,
+    VerdictOutcome,
+    VerdictRecord,
+)
+from model.feedback.settings import SqliteSettingsStore
+from model.feedback.store import DEFAULT_PENDING_TTL_S, FeedbackStore
+from model.feedback.thread import DiskThread
+from model.types import Prediction
+
+if TYPE_CHECKING:
+    from model.feedback.interfaces import (
+        PredictionLog,
+        PrivacyLog,
+        ReviewLog,
+        SettingsStore,
+        VerdictLog,
+    )
+
+
+class SqliteFeedbackLog:
+    """The feedback log in SQLite; all disk work runs on one thread owned by this object.
+
+    `settings`: the run-time settings in the same database, on the same thread.
+    """
+
+    def __init__(self, store: FeedbackStore, thread: DiskThread) -> None:
+        # Use `await SqliteFeedbackLog.open(...)`: the store must be opened on `thread`.
+        self._store = store
+        self._thread = thread
+        self.settings = SqliteSettingsStore(store.settings, thread)
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        pending_ttl_s: float = DEFAULT_PENDING_TTL_S,
+    ) -> SqliteFeedbackLog:
+        """Open (creating if needed) the feedback log under `data_dir`."""
+        thread = DiskThread("feedback-log")
+        try:
+            store = await thread.run(
+                FeedbackStore.open, data_dir, clock=clock, pending_ttl_s=pending_ttl_s
+            )
+        except BaseException:
+            thread.abandon()
+            raise
+        return cls(store, thread)
+
+    async def close(self) -> None:
+        """Finish queued work, then close the database; later calls raise `FeedbackLogClosed`."""
+        await self._thread.close(self._store.close)
+
+    # -- PredictionLog ----------------------------------------------------------------------
+
+    async def record_prediction(
+        self,
+        *,
+        chat_id: int,
+        user_id: int,
+        message_id: int,
+        file_id: str,
+        file_unique_id: str,
+        prediction: Prediction,
+        uncertain: bool,
+        image: bytes | None,
+    ) -> PredictionRecord:
+        return await self._thread.run(
+            self._store.record_prediction,
+            chat_id=chat_id,
+            user_id=user_id,
+            message_id=message_id,
+            file_id=file_id,
+            file_unique_id=file_unique_id,
+            prediction=prediction,
+            uncertain=uncertain,
+            image=image,
+        )
+
+    async def set_reply_message(self, prediction_id: str, reply_message_id: int) -> None:
+        await self._thread.run(self._store.set_reply_message, prediction_id, reply_message_id)
+
+    # -- VerdictLog -------------------------------------------------------------------------
+
+    async def get_prediction(self, prediction_id: str) -> PredictionRecord | None:
+        return await self._thread.run(self._store.get_prediction, prediction_id)
+
+    async def predictions_for_reply(
+        self, chat_id: int, reply_message_id: int
+    ) -> list[PredictionRecord]:
+        return await self._thread.run(self._store.predictions_for_reply, chat_id, reply_message_id)
+
+    async def get_verdict(self, prediction_id: str) -> VerdictRecord | None:
+        return await self._thread.run(self._store.get_verdict, prediction_id)
+
+    async def record_verdict(
+        self,
+        prediction_id: str,
+        *,
+        user_id: int,
+        kind: VerdictKind | str,
+        label: str | None,
+        image: bytes | None = None,
+    ) -> VerdictOutcome:
+        return await self._thread.run(
+            self._store.record_verdict,
+            prediction_id,
+            user_id=user_id,
+            kind=kind,
+            label=label,
+            image=image,
+        )
+
+    async def has_image(self, prediction_id: str) -> bool:
+        return await self._thread.run(self._store.has_image, prediction_id)
+
+    async def set_pending_label(self, *, chat_id: int, user_id: int, prediction_id: str) -> None:
+        await self._thread.run(
+            self._store.set_pending_label,
+            chat_id=chat_id,
+            user_id=user_id,
+            prediction_id=prediction_id,
+        )
+
+    async def get_pending_label(self, *, chat_id: int, user_id: int) -> str | None:
+        return await self._thread.run(
+            self._store.get_pending_label, chat_id=chat_id, user_id=user_id
+        )
+
+    async def clear_pending_label(self, *, chat_id: int, user_id: int) -> None:
+        await self._thread.run(self._store.clear_pending_label, chat_id=chat_id, user_id=user_id)
+
+    # -- PrivacyLog -------------------------------------------------------------------------
+
+    async def count_user_items(self, user_id: int) -> ForgetSummary:
+        return await self._thread.run(self._store.count_user_items, user_id)
+
+    async def forget_user(self, user_id: int) -> ForgetSummary:
+        return await self._thread.run(self._store.forget_user, user_id)
+
+    async def prune(self, *, older_than_s: float) -> int:
+        return await self._thread.run(self._store.prune, older_than_s=older_than_s)
+
+    # -- ReviewLog --------------------------------------------------------------------------
+
+    async def stats_since(self, since: float) -> FeedbackStats:
+        return await self._thread.run(self._store.stats_since, since)
+
+    async def list_disputes(self, offset: int, limit: int) -> tuple[list[DisputeEntry], int]:
+        return await self._thread.run(self._store.list_disputes, offset, limit)
+
+    async def next_for_review(self) -> ReviewItem | None:
+        return await self._thread.run(self._store.next_for_review)
+
+    async def count_for_review(self) -> int:
+        return await self._thread.run(self._store.count_for_review)
+
+    async def get_review(self, prediction_id: str) -> ReviewRecord | None:
+        return await self._thread.run(self._store.get_review, prediction_id)
+
+    async def record_review(
+        self,
+        prediction_id: str,
+        *,
+        admin_id: int,
+        decision: ReviewDecision | str,
+        label: str | None = None,
+    ) -> bool:
+        return await self._thread.run(
+            self._store.record_review,
+            prediction_id,
+            admin_id=admin_id,
+            decision=decision,
+            label=label,
+        )
+
+    # -- diagnostics ------------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, int]:
+        """Counts of predictions, verdicts by kind, stored images and pending labels."""
+        return await self._thread.run(self._store.stats)
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the SQLite log satisfies each protocol the bot is written against.
+    def _predictions(log: SqliteFeedbackLog) -> PredictionLog:
+        return log
+
+    def _verdicts(log: SqliteFeedbackLog) -> VerdictLog:
+        return log
+
+    def _privacy(log: SqliteFeedbackLog) -> PrivacyLog:
+        return log
+
+    def _reviews(log: SqliteFeedbackLog) -> ReviewLog:
+        return log
+
+    def _settings(log: SqliteFeedbackLog) -> SettingsStore:
+        return log.settings
