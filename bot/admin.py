@@ -17,7 +17,7 @@ from bot import keyboards, replies
 from bot.callbacks import DisputesPage, ReviewAction, ReviewButton
 from bot.config import parse_fraction
 from bot.context import Ctx
-from model.feedback import ReviewDecision
+from model.feedback import ReviewDecision, VerdictKind
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ async def on_stats(update: Update, context: Ctx) -> None:
 
 
 def _verdicts_text(verdicts: dict[str, int]) -> str:
-    right, wrong, unsure = (verdicts.get(k, 0) for k in ("right", "wrong", "unsure"))
+    right, wrong, unsure = (verdicts.get(kind, 0) for kind in VerdictKind)
     judged = right + wrong
     rate = f" → {right / judged:.0%} right" if judged else ""
     return f"{right} right, {wrong} wrong, {unsure} not sure{rate}"
@@ -139,7 +139,7 @@ async def _send_disputes(context: Ctx, chat_id: int, offset: int) -> None:
         await context.bot.send_message(chat_id, "No disputed predictions yet.")
         return
     for number, item in enumerate(items, offset + 1):
-        corrected = item.verdict.label if item.verdict.kind == "wrong" else "not sure"
+        corrected = item.verdict.label if item.verdict.kind == VerdictKind.WRONG else "not sure"
         caption = (
             f"#{number} · predicted {replies.prediction_text(item.prediction, threshold)}\n"
             f"corrected: {corrected}"
@@ -174,9 +174,9 @@ async def _send_next_review(context: Ctx, chat_id: int) -> None:
     proposed: str | None
     if item.verdict is None:
         user_says, proposed = "no verdict (uncertain)", prediction.top.label
-    elif item.verdict.kind == "wrong":
+    elif item.verdict.kind == VerdictKind.WRONG:
         user_says, proposed = f"wrong, it is “{item.verdict.label}”", item.verdict.label
-    elif item.verdict.kind == "right":
+    elif item.verdict.kind == VerdictKind.RIGHT:
         user_says, proposed = "right", prediction.top.label
     else:
         user_says, proposed = "not sure", None

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from model.feedback import VerdictKind
 from model.pool import PoolStats
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -58,7 +59,7 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
-        for kind in ("right", "wrong", "unsure"):
+        for kind in VerdictKind:
             self.verdicts.labels(kind)
 
     def watch_pool(self, stats: Callable[[], PoolStats]) -> None:

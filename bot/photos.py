@@ -9,15 +9,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from telegram import Message, PhotoSize, Update
 from telegram.constants import ChatAction
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 
 from bot import keyboards, replies
 from bot.context import Ctx
-from bot.telegram_io import FileTooBig, download
-from model.feedback import PredictionRecord
+from model.feedback import AnsweredPhoto, PredictionRecord
 from model.types import (
     ClassifierBusy,
     ClassifierError,
@@ -34,9 +34,56 @@ TYPING_REFRESH_S = 4.5  # Telegram shows "typing…" for about 5 s per chat acti
 TYPING_DELAY_S = 0.25
 
 
+class Outcome(enum.StrEnum):
+    """What became of one photo, as /metrics counts it."""
+
+    ANSWERED = "answered"
+    TOO_BIG = "too_big"
+    REJECTED = "rejected"
+    BUSY = "busy"
+    UNAVAILABLE = "unavailable"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What became of one image: a prediction, or the text explaining why not."""
+
+    outcome: Outcome
+    prediction: Prediction | None = None
+    text: str = ""
+    data: bytes = b""
+
+
 def largest_photo(message: Message) -> PhotoSize:
     """The biggest rendition by pixels (not by position in the list)."""
     return max(message.photo, key=lambda size: (size.width * size.height, size.file_size or 0))
+
+
+class FileTooBig(Exception):
+    """The file is over the download limit (ours, or Telegram's 20 MB for bots)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, over the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
+async def download(bot: Any, file_id: str, limit: int, size: int | None = None) -> bytes:
+    """The bytes of a Telegram file; `FileTooBig` past `limit` (checked before downloading
+    when Telegram told the size); other Bot API failures raise `TelegramError`."""
+    if size is not None and size > limit:
+        raise FileTooBig(size, limit)
+    try:
+        file = await bot.get_file(file_id)
+        data = bytes(await file.download_as_bytearray())
+    except BadRequest as exc:
+        if "too big" in exc.message.lower():
+            raise FileTooBig(size if size is not None else limit + 1, limit) from None
+        raise
+    if len(data) > limit:
+        raise FileTooBig(len(data), limit)
+    return data
 
 
 async def on_photo(update: Update, context: Ctx) -> None:
@@ -97,27 +144,6 @@ async def _classify_and_reply(
     return result.outcome
 
 
-class Outcome(enum.StrEnum):
-    """What became of one photo, as /metrics counts it."""
-
-    ANSWERED = "answered"
-    TOO_BIG = "too_big"
-    REJECTED = "rejected"
-    BUSY = "busy"
-    UNAVAILABLE = "unavailable"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Classified:
-    """What became of one image: a prediction, or the text explaining why not."""
-
-    outcome: Outcome
-    prediction: Prediction | None = None
-    text: str = ""
-    data: bytes = b""
-
-
 async def _fetch_and_classify(context: Ctx, file_id: str, file_size: int | None) -> Classified:
     try:
         data = await download(
@@ -152,14 +178,16 @@ async def _record(
     settings = context.services.settings
     uncertain = result.prediction.top.probability < context.services.tunables.confidence_threshold
     return await context.services.predictions.record_prediction(
-        chat_id=message.chat_id,
-        user_id=user.id,
-        message_id=message.message_id,
-        file_id=file_id,
-        file_unique_id=file_unique_id,
-        prediction=result.prediction,
-        uncertain=uncertain,
-        image=result.data if uncertain and settings.keep_uncertain_images else None,
+        AnsweredPhoto(
+            chat_id=message.chat_id,
+            user_id=user.id,
+            message_id=message.message_id,
+            file_id=file_id,
+            file_unique_id=file_unique_id,
+            prediction=result.prediction,
+            uncertain=uncertain,
+            image=result.data if uncertain and settings.keep_uncertain_images else None,
+        )
     )
 
 

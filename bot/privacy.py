@@ -9,7 +9,7 @@ from telegram import Update
 from bot import keyboards, replies
 from bot.callbacks import ForgetButton
 from bot.context import Ctx
-from bot.telegram_io import edit
+from bot.edits import edit
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from telegram import BotCommand
 
+from model.feedback import VerdictKind
 from model.types import (
     CorruptImage,
     EmptyFile,
@@ -165,20 +166,20 @@ def labels_hint(labels: Sequence[str] | None) -> str:
 # ---------------------------------------------------------------------------- verdicts
 
 
-def verdict_footer(kind: str, label: str | None) -> str:
+def verdict_footer(kind: VerdictKind, label: str | None) -> str:
     """The line added under a prediction once its verdict is recorded."""
-    if kind == "right":
+    if kind == VerdictKind.RIGHT:
         return "✅ Recorded as right. Thank you!"
-    if kind == "wrong":
+    if kind == VerdictKind.WRONG:
         return f"❌ Corrected to: {label}. Thank you, this helps train the next model."
     return "🤷 Recorded as not sure. Thank you!"
 
 
-def verdict_mark(kind: str, label: str | None) -> str:
+def verdict_mark(kind: VerdictKind, label: str | None) -> str:
     """The short status after one line of an album reply."""
-    if kind == "right":
+    if kind == VerdictKind.RIGHT:
         return "✅"
-    if kind == "wrong":
+    if kind == VerdictKind.WRONG:
         return f"❌ → {label}"
     return "🤷"
 

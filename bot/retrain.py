@@ -16,7 +16,7 @@ from telegram.error import TelegramError
 
 from bot import keyboards
 from bot.context import Ctx
-from bot.telegram_io import not_modified_ok
+from bot.edits import not_modified_ok
 from bot.versions import metrics_text
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from telegram.error import TelegramError
 from bot import keyboards, replies
 from bot.callbacks import VerdictAction, VerdictButton
 from bot.context import Ctx
-from bot.telegram_io import FileTooBig, download, edit
-from model.feedback import InvalidVerdict, PredictionRecord, VerdictRecord
+from bot.edits import edit
+from bot.photos import FileTooBig, download
+from model.feedback import InvalidVerdict, PredictionRecord, VerdictKind, VerdictRecord
 
 logger = logging.getLogger(__name__)
 
@@ -151,19 +152,25 @@ async def on_verdict_button(update: Update, context: Ctx) -> None:
             reply_markup=keyboards.typing_keyboard(record.id),
         )
     elif action.action is VerdictAction.RIGHT:
-        await _decide(query, context, record, "right", record.top.label)
+        await _decide(query, context, record, VerdictKind.RIGHT, record.top.label)
     elif action.action is VerdictAction.UNSURE:
-        await _decide(query, context, record, "unsure", None)
+        await _decide(query, context, record, VerdictKind.UNSURE, None)
     elif action.action is VerdictAction.CANDIDATE and 0 < action.number < len(record.scores):
-        await _decide(query, context, record, "wrong", record.scores[action.number].label)
+        await _decide(
+            query, context, record, VerdictKind.WRONG, record.scores[action.number].label
+        )
     elif action.action is VerdictAction.LABEL and labels and 0 <= action.number < len(labels):
-        await _decide(query, context, record, "wrong", labels[action.number])
+        await _decide(query, context, record, VerdictKind.WRONG, labels[action.number])
     else:
         await query.answer(replies.UNKNOWN_BUTTON)
 
 
 async def _decide(
-    query: CallbackQuery, context: Ctx, record: PredictionRecord, kind: str, label: str | None
+    query: CallbackQuery,
+    context: Ctx,
+    record: PredictionRecord,
+    kind: VerdictKind,
+    label: str | None,
 ) -> None:
     verdict, recorded = await record_verdict(context, record, kind, label)
     if recorded:
@@ -191,13 +198,13 @@ async def refresh(context: Ctx, record: PredictionRecord) -> None:
 
 
 async def record_verdict(
-    context: Ctx, record: PredictionRecord, kind: str, label: str | None
+    context: Ctx, record: PredictionRecord, kind: VerdictKind, label: str | None
 ) -> tuple[VerdictRecord, bool]:
     """Store the verdict (keeping the image of a dispute): the verdict that stands, and
     whether it is this one."""
     log = context.services.verdicts
     image = None
-    if kind != "right" and not await log.has_image(record.id):
+    if kind != VerdictKind.RIGHT and not await log.has_image(record.id):
         image = await _download(context, record.file_id)
     outcome = await log.record_verdict(
         record.id, user_id=record.user_id, kind=kind, label=label, image=image
@@ -236,7 +243,7 @@ async def on_text(update: Update, context: Ctx) -> None:
     known = {label.casefold(): label for label in labels}
     label = known.get(" ".join(typed.split()).casefold(), typed)
     try:
-        verdict, recorded = await record_verdict(context, record, "wrong", label)
+        verdict, recorded = await record_verdict(context, record, VerdictKind.WRONG, label)
     except InvalidVerdict as exc:
         await message.reply_text(f"{exc} Please type the label again, or /cancel.", do_quote=True)
         return

@@ -11,6 +11,8 @@ package are imported inside the functions, which only worker processes and train
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
 import os
 import tempfile
@@ -132,3 +134,31 @@ def ensure_default_learner(models_dir: Path) -> Path:
     if not path.exists():
         export_default_learner(path)
     return path
+
+
+def imagenet_labels_without_torch() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, read from torchvision's source without importing torch.
+
+    `model.default.imagenet_labels` imports torchvision (and so torch); the bot process must
+    not, so this reads the same list (`_IMAGENET_CATEGORIES`) from the file. Empty when
+    torchvision is not installed or the list moved.
+    """
+    try:
+        spec = importlib.util.find_spec("torchvision")
+        if spec is None or spec.origin is None:
+            return ()
+        source = Path(spec.origin).parent / "models" / "_meta.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return ()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_IMAGENET_CATEGORIES" for t in node.targets
+        ):
+            try:
+                names = ast.literal_eval(node.value)
+            except ValueError:
+                return ()
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                return tuple(names)
+    return ()

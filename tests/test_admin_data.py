@@ -19,6 +19,7 @@ from PIL import Image
 from bot.charts import HEIGHT_PX, TOP_LABELS, WIDTH_PX, stats_chart, top_labels
 from model.feedback import (
     SCHEMA_VERSION,
+    AnsweredPhoto,
     FeedbackStats,
     FeedbackStore,
     ForgetSummary,
@@ -71,14 +72,16 @@ async def record(
 ) -> PredictionRecord:
     message_id = next(_messages)
     return await log.record_prediction(
-        chat_id=70,
-        user_id=user_id,
-        message_id=message_id,
-        file_id=f"file-{message_id}",
-        file_unique_id=f"unique-{message_id}",
-        prediction=predicted(top),
-        uncertain=uncertain,
-        image=image,
+        AnsweredPhoto(
+            chat_id=70,
+            user_id=user_id,
+            message_id=message_id,
+            file_id=f"file-{message_id}",
+            file_unique_id=f"unique-{message_id}",
+            prediction=predicted(top),
+            uncertain=uncertain,
+            image=image,
+        )
     )
 
 
@@ -92,14 +95,16 @@ def record_sync(
 ) -> PredictionRecord:
     message_id = next(_messages)
     return store.record_prediction(
-        chat_id=70,
-        user_id=user_id,
-        message_id=message_id,
-        file_id=f"file-{message_id}",
-        file_unique_id=f"unique-{message_id}",
-        prediction=predicted(top),
-        uncertain=uncertain,
-        image=image,
+        AnsweredPhoto(
+            chat_id=70,
+            user_id=user_id,
+            message_id=message_id,
+            file_id=f"file-{message_id}",
+            file_unique_id=f"unique-{message_id}",
+            prediction=predicted(top),
+            uncertain=uncertain,
+            image=image,
+        )
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model.feedback import FeedbackStore
+from model.feedback import AnsweredPhoto, FeedbackStore
 from model.feedback.export import MANIFEST_COLUMNS, MANIFEST_NAME, folder_names
 from model.types import LabelScore, Prediction
 from tests import images
@@ -83,14 +83,16 @@ def feedback(tmp_path: Path) -> Feedback:
         kind: str, label: str | None, image: bytes | None, *, keep: bool = False, top: str = "x"
     ) -> str:
         record = store.record_prediction(
-            chat_id=1,
-            user_id=42,
-            message_id=next(message),
-            file_id="f",
-            file_unique_id="u",
-            prediction=prediction(top, 0.43219),
-            uncertain=keep,
-            image=image if keep else None,
+            AnsweredPhoto(
+                chat_id=1,
+                user_id=42,
+                message_id=next(message),
+                file_id="f",
+                file_unique_id="u",
+                prediction=prediction(top, 0.43219),
+                uncertain=keep,
+                image=image if keep else None,
+            )
         )
         store.record_verdict(
             record.id, user_id=42, kind=kind, label=label, image=None if keep else image

@@ -15,6 +15,7 @@ import pytest
 
 from model.feedback import (
     SCHEMA_VERSION,
+    AnsweredPhoto,
     FeedbackLogClosed,
     FeedbackStore,
     ForgetSummary,
@@ -67,14 +68,16 @@ async def record(
     image: bytes | None = None,
 ) -> PredictionRecord:
     return await log.record_prediction(
-        chat_id=chat_id,
-        user_id=user_id,
-        message_id=message_id,
-        file_id=f"file-{message_id}",
-        file_unique_id=f"unique-{message_id}",
-        prediction=PREDICTION,
-        uncertain=uncertain,
-        image=image,
+        AnsweredPhoto(
+            chat_id=chat_id,
+            user_id=user_id,
+            message_id=message_id,
+            file_id=f"file-{message_id}",
+            file_unique_id=f"unique-{message_id}",
+            prediction=PREDICTION,
+            uncertain=uncertain,
+            image=image,
+        )
     )
 
 
@@ -364,16 +367,16 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from model.feedback import SqliteFeedbackLog
+    from model.feedback import AnsweredPhoto, SqliteFeedbackLog
     from model.types import LabelScore, Prediction
 
     async def main():
         log = await SqliteFeedbackLog.open(Path(sys.argv[1]))
         prediction = Prediction((LabelScore("espresso", 0.9),), "m", 1, 1)
-        record = await log.record_prediction(
+        record = await log.record_prediction(AnsweredPhoto(
             chat_id=1, user_id=2, message_id=3, file_id="f", file_unique_id="u",
             prediction=prediction, uncertain=False, image=None,
-        )
+        ))
         await log.record_verdict(
             record.id, user_id=2, kind="wrong", label="latte", image=bytes.fromhex(sys.argv[2])
         )
@@ -465,14 +468,16 @@ def test_orphaned_files_are_swept_at_open(tmp_path: Path) -> None:
     """Files a crash left unlinked are removed at the next open once old; others are kept."""
     store = FeedbackStore.open(tmp_path)
     prediction = store.record_prediction(
-        chat_id=1,
-        user_id=1,
-        message_id=1,
-        file_id="f",
-        file_unique_id="u",
-        prediction=PREDICTION,
-        uncertain=True,
-        image=png(1),
+        AnsweredPhoto(
+            chat_id=1,
+            user_id=1,
+            message_id=1,
+            file_id="f",
+            file_unique_id="u",
+            prediction=PREDICTION,
+            uncertain=True,
+            image=png(1),
+        )
     )
     store.close()
     folder = tmp_path / "feedback" / "images" / "ab"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot import replies
+from model.feedback import VerdictKind
 from model.types import (
     CorruptImage,
     EmptyFile,
@@ -65,9 +66,9 @@ def test_help_says_what_is_kept_and_for_how_long() -> None:
 
 
 def test_verdict_footers() -> None:
-    assert "right" in replies.verdict_footer("right", "espresso")
-    assert "Corrected to: cup" in replies.verdict_footer("wrong", "cup")
-    assert "not sure" in replies.verdict_footer("unsure", None)
+    assert "right" in replies.verdict_footer(VerdictKind.RIGHT, "espresso")
+    assert "Corrected to: cup" in replies.verdict_footer(VerdictKind.WRONG, "cup")
+    assert "not sure" in replies.verdict_footer(VerdictKind.UNSURE, None)
     assert replies.forget_prompt(0).startswith("I keep nothing")
     assert "1 item (" in replies.forget_prompt(1)
     assert replies.forgotten_text(1, 1, 1).startswith("Done: deleted 3 items")

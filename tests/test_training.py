@@ -17,7 +17,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from model.feedback import FeedbackStore
+from model.feedback import AnsweredPhoto, FeedbackStore
 from model.registry import ModelCard, Registry
 from model.types import LabelScore, Prediction
 from tests import images
@@ -66,16 +66,18 @@ def record_disputes(data_dir: Path) -> None:
     try:
         for message_id, (predicted, corrected, photo, seed) in enumerate(DISPUTES, start=1):
             record = store.record_prediction(
-                chat_id=1,
-                user_id=42,
-                message_id=message_id,
-                file_id=f"f{message_id}",
-                file_unique_id=f"u{message_id}",
-                prediction=Prediction(
-                    (LabelScore(predicted, 0.61), LabelScore("other", 0.2)), "v1@abc", 400, 300
-                ),
-                uncertain=False,
-                image=None,
+                AnsweredPhoto(
+                    chat_id=1,
+                    user_id=42,
+                    message_id=message_id,
+                    file_id=f"f{message_id}",
+                    file_unique_id=f"u{message_id}",
+                    prediction=Prediction(
+                        (LabelScore(predicted, 0.61), LabelScore("other", 0.2)), "v1@abc", 400, 300
+                    ),
+                    uncertain=False,
+                    image=None,
+                )
             )
             store.record_verdict(
                 record.id,
@@ -86,14 +88,16 @@ def record_disputes(data_dir: Path) -> None:
             )
         # An "unsure" verdict is no training data.
         record = store.record_prediction(
-            chat_id=1,
-            user_id=42,
-            message_id=99,
-            file_id="f99",
-            file_unique_id="u99",
-            prediction=Prediction((LabelScore("espresso", 0.4),), "v1@abc", 400, 300),
-            uncertain=True,
-            image=None,
+            AnsweredPhoto(
+                chat_id=1,
+                user_id=42,
+                message_id=99,
+                file_id="f99",
+                file_unique_id="u99",
+                prediction=Prediction((LabelScore("espresso", 0.4),), "v1@abc", 400, 300),
+                uncertain=True,
+                image=None,
+            )
         )
         store.record_verdict(record.id, user_id=42, kind="unsure", label=None)
     finally:
@@ -543,14 +547,16 @@ def test_feedback_follows_the_admins_review(tmp_path: Path) -> None:
         start=1,
     ):
         record = store.record_prediction(
-            chat_id=1,
-            user_id=42,
-            message_id=message_id,
-            file_id=f"f{message_id}",
-            file_unique_id=f"u{message_id}",
-            prediction=Prediction((LabelScore(predicted, 0.7),), "v1@abc", 400, 300),
-            uncertain=False,
-            image=None,
+            AnsweredPhoto(
+                chat_id=1,
+                user_id=42,
+                message_id=message_id,
+                file_id=f"f{message_id}",
+                file_unique_id=f"u{message_id}",
+                prediction=Prediction((LabelScore(predicted, 0.7),), "v1@abc", 400, 300),
+                uncertain=False,
+                image=None,
+            )
         )
         store.record_verdict(
             record.id, user_id=42, kind="wrong", label=corrected, image=variant_bytes(photo, seed)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.feedback.records import (
+    AnsweredPhoto,
     DisputeEntry,
     FeedbackStats,
     ForgetSummary,
@@ -27,7 +28,6 @@ from model.feedback.records import (
 from model.feedback.settings import SqliteSettingsStore
 from model.feedback.store import DEFAULT_PENDING_TTL_S, FeedbackStore
 from model.feedback.thread import DiskThread
-from model.types import Prediction
 
 if TYPE_CHECKING:
     from model.feedback.interfaces import (
@@ -76,29 +76,8 @@ class SqliteFeedbackLog:
 
     # -- PredictionLog ----------------------------------------------------------------------
 
-    async def record_prediction(
-        self,
-        *,
-        chat_id: int,
-        user_id: int,
-        message_id: int,
-        file_id: str,
-        file_unique_id: str,
-        prediction: Prediction,
-        uncertain: bool,
-        image: bytes | None,
-    ) -> PredictionRecord:
-        return await self._thread.run(
-            self._store.record_prediction,
-            chat_id=chat_id,
-            user_id=user_id,
-            message_id=message_id,
-            file_id=file_id,
-            file_unique_id=file_unique_id,
-            prediction=prediction,
-            uncertain=uncertain,
-            image=image,
-        )
+    async def record_prediction(self, photo: AnsweredPhoto) -> PredictionRecord:
+        return await self._thread.run(self._store.record_prediction, photo)
 
     async def set_reply_message(self, prediction_id: str, reply_message_id: int) -> None:
         await self._thread.run(self._store.set_reply_message, prediction_id, reply_message_id)

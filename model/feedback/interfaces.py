@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from model.feedback.records import (
+    AnsweredPhoto,
     DisputeEntry,
     FeedbackStats,
     ForgetSummary,
@@ -20,24 +21,12 @@ from model.feedback.records import (
     VerdictOutcome,
     VerdictRecord,
 )
-from model.types import Prediction
 
 
 class PredictionLog(Protocol):
     """Answering photos (bot/photos.py): what the model said, and which message said it."""
 
-    async def record_prediction(
-        self,
-        *,
-        chat_id: int,
-        user_id: int,
-        message_id: int,
-        file_id: str,
-        file_unique_id: str,
-        prediction: Prediction,
-        uncertain: bool,
-        image: bytes | None,
-    ) -> PredictionRecord:
+    async def record_prediction(self, photo: AnsweredPhoto) -> PredictionRecord:
         """Store a prediction (and its image, when given) before the reply is sent."""
         ...
 

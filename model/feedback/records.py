@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.types import LabelScore
+from model.types import LabelScore, Prediction
 
 MAX_LABEL_LENGTH = 100
 
@@ -67,6 +67,21 @@ class MissingDatabase(FeedbackError):
 
 class FeedbackLogClosed(FeedbackError):
     """The feedback log was used after `close()`."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnsweredPhoto:
+    """What `record_prediction` stores about a photo the bot is answering: who sent it, where,
+    what the model said, and the image itself when it is to be kept (else None)."""
+
+    chat_id: int
+    user_id: int
+    message_id: int
+    file_id: str
+    file_unique_id: str
+    prediction: Prediction
+    uncertain: bool
+    image: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

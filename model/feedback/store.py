@@ -18,6 +18,7 @@ from pathlib import Path
 from model.feedback.imagestore import ImageStore
 from model.feedback.queries import FeedbackQueries
 from model.feedback.records import (
+    AnsweredPhoto,
     ForgetSummary,
     InvalidReview,
     InvalidVerdict,
@@ -37,7 +38,6 @@ from model.feedback.records import (
 from model.feedback.rows import scores_to_json
 from model.feedback.schema import IMAGES_FOLDER, connect, feedback_dir, transaction
 from model.feedback.settings import SettingsTable
-from model.types import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -97,24 +97,14 @@ class FeedbackStore(FeedbackQueries):
 
     # -- predictions ------------------------------------------------------------------------
 
-    def record_prediction(
-        self,
-        *,
-        chat_id: int,
-        user_id: int,
-        message_id: int,
-        file_id: str,
-        file_unique_id: str,
-        prediction: Prediction,
-        uncertain: bool,
-        image: bytes | None,
-    ) -> PredictionRecord:
+    def record_prediction(self, photo: AnsweredPhoto) -> PredictionRecord:
+        prediction = photo.prediction
         if not prediction.scores:
             raise ValueError("a prediction needs at least one label score")
         conn = self._conn
         with transaction(conn):
             created = self._clock()
-            sha = self._images.store(image, created) if image else None
+            sha = self._images.store(photo.image, created) if photo.image else None
             prediction_id = self._new_prediction_id()
             conn.execute(
                 "INSERT INTO predictions (id, chat_id, user_id, message_id, reply_message_id,"
@@ -122,31 +112,31 @@ class FeedbackStore(FeedbackQueries):
                 " VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     prediction_id,
-                    chat_id,
-                    user_id,
-                    message_id,
-                    file_id,
-                    file_unique_id,
+                    photo.chat_id,
+                    photo.user_id,
+                    photo.message_id,
+                    photo.file_id,
+                    photo.file_unique_id,
                     prediction.model,
                     scores_to_json(prediction.scores),
                     created,
                     sha,
-                    int(uncertain),
+                    int(photo.uncertain),
                 ),
             )
         return PredictionRecord(
             id=prediction_id,
-            chat_id=chat_id,
-            user_id=user_id,
-            message_id=message_id,
+            chat_id=photo.chat_id,
+            user_id=photo.user_id,
+            message_id=photo.message_id,
             reply_message_id=None,
-            file_id=file_id,
-            file_unique_id=file_unique_id,
+            file_id=photo.file_id,
+            file_unique_id=photo.file_unique_id,
             model=prediction.model,
             scores=tuple(prediction.scores),
             created=created,
             image_sha256=sha,
-            uncertain=uncertain,
+            uncertain=photo.uncertain,
         )
 
     def _new_prediction_id(self) -> str:
