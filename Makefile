@@ -1,16 +1,21 @@
 # Two entry points: `make run` (set up, then start the bot) and `make test` (set up, lint, test).
+# `make compose-check` builds and runs the Docker image for real (not part of `make test`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Exact versions of everything installed, here and in the Dockerfile.
+CONSTRAINTS := constraints.txt
 
-.PHONY: run test lint format setup
+.PHONY: run test lint format setup constraints compose-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[test]"
+# torch first: the CPU build where it fits (scripts/install_torch.py), else PyPI's with the rest.
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) scripts/install_torch.py | $(BIN)/python
+	$(BIN)/python scripts/install_torch.py $(BIN)/pip
+	$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[test]"
 	touch $@
 
 # The chat page's browser test drives Debian's Chromium (Playwright's own browser download
@@ -30,13 +35,26 @@ run: setup
 	$(BIN)/python -m bot
 
 lint: setup
-	$(BIN)/ruff format --check bot sandbox model training tests benchmarks
-	$(BIN)/ruff check bot sandbox model training tests benchmarks
+	$(BIN)/ruff format --check bot sandbox model training tests benchmarks scripts
+	$(BIN)/ruff check bot sandbox model training tests benchmarks scripts
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff format bot sandbox model training tests benchmarks
-	$(BIN)/ruff check --fix bot sandbox model training tests benchmarks
+	$(BIN)/ruff format bot sandbox model training tests benchmarks scripts
+	$(BIN)/ruff check --fix bot sandbox model training tests benchmarks scripts
 
 test: lint
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+# After changing dependencies in pyproject.toml: install them (what is installed stays as it is)
+# and record every version in constraints.txt (local labels such as +cpu dropped).
+constraints: | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	{ grep '^#' $(CONSTRAINTS); $(BIN)/pip freeze --all --exclude-editable \
+	  | grep -v -i -E '^verdict(==| @)' | sed -E 's/\+[A-Za-z0-9.]+$$//'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+# Build the image, run it with docker compose against a sandbox on this machine, check it;
+# "skipped: ..." where no Docker engine can run.
+compose-check: $(VENV)/.installed
+	scripts/compose-check.sh

@@ -27,6 +27,7 @@ ADMIN_COMMANDS = [
     BotCommand("stats", "Photos, latency, verdicts; with a chart"),
     BotCommand("disputes", "The latest disputed predictions"),
     BotCommand("review", "Review uncertain and disputed photos"),
+    BotCommand("labels", "New labels users typed: add, merge or reject them"),
     BotCommand("export", "The reviewed training data as a zip"),
     BotCommand("retrain", "Train a new model version (/retrain cancel stops it)"),
     BotCommand("models", "Model versions and their metrics"),
@@ -54,6 +55,10 @@ class Refusals:
             return False
         self._told.add(user_id)
         return True
+
+    def __len__(self) -> int:
+        """How many ids are remembered (today's only)."""
+        return len(self._told)
 
 
 async def set_command_menus(application: BotApp, admin_ids: frozenset[int]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from telegram import InlineKeyboardMarkup, InputFile, Update
 from telegram.error import BadRequest, TelegramError
 
-from bot import keyboards, replies
+from bot import keyboards, labels, labeltexts, replies
 from bot.callbacks import DisputesPage, ReviewAction, ReviewButton
 from bot.config import parse_fraction
 from bot.context import Ctx
@@ -55,6 +55,7 @@ async def on_stats(update: Update, context: Ctx) -> None:
         "",
         "Verdicts — last 24 h: " + _verdicts_text(last_day.verdicts),
         "Verdicts — since start: " + _verdicts_text(since_start.verdicts),
+        labeltexts.pending_line(await labels.pending_count(context)),
     ]
     top = sorted(last_day.per_label.items(), key=lambda item: -item[1])[:10]
     if top:
@@ -158,8 +159,12 @@ async def _send_disputes(context: Ctx, chat_id: int, offset: int) -> None:
 async def on_review(update: Update, context: Ctx) -> None:
     """/review: the next uncertain or disputed item, with confirm / relabel / discard."""
     message = update.effective_message
-    if message is not None:
-        await _send_next_review(context, message.chat_id)
+    if message is None:
+        return
+    await _send_next_review(context, message.chat_id)
+    pending = await labels.pending_count(context)
+    if pending:  # decided in /labels, not item by item
+        await message.reply_text(labeltexts.pending_line(pending))
 
 
 async def _send_next_review(context: Ctx, chat_id: int) -> None:
@@ -256,11 +261,14 @@ async def on_export(update: Update, context: Ctx) -> None:
     message = update.effective_message
     if message is None:
         return
-    data_dir = context.services.settings.data_dir
-    exports = data_dir / "exports"
+    from model.feedback.export import EXPORT_PREFIX, exports_dir
+
+    settings = context.services.settings
+    data_dir = settings.data_dir
+    exports = exports_dir(data_dir)
     exports.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    archive = exports / f"verdict-feedback-{stamp}.zip"
+    archive = exports / f"{EXPORT_PREFIX}{stamp}.zip"
     try:
         summary = await asyncio.to_thread(_export_zip, data_dir, archive)
     except Exception as exc:
@@ -269,15 +277,21 @@ async def on_export(update: Update, context: Ctx) -> None:
         return
     size = archive.stat().st_size
     if size > UPLOAD_LIMIT_BYTES:
+        # Kept for the admin to fetch: retention and /forget delete it like the log's data.
         await message.reply_text(
             f"{summary}\nThe zip is {size / 1024 / 1024:.0f} MB, over the 50 MB bots may send. "
-            f"It is on the server at {archive}."
+            f"It is on the server at {archive} for {settings.retention_days:g} days, or until "
+            "someone uses /forget."
         )
         return
-    with archive.open("rb") as handle:
-        await message.reply_document(
-            InputFile(handle, filename=archive.name), caption=summary[:1000]
-        )
+    try:
+        with archive.open("rb") as handle:
+            await message.reply_document(
+                InputFile(handle, filename=archive.name), caption=summary[:1000]
+            )
+    finally:
+        # Sent (or failed to send: /export makes a new one): no copy of users' photos stays.
+        archive.unlink(missing_ok=True)
 
 
 def _export_zip(data_dir: Path, archive: Path) -> str:

@@ -23,6 +23,7 @@ from bot import (
     admin,
     commands,
     fallbacks,
+    labels,
     photos,
     privacy,
     replies,
@@ -30,7 +31,14 @@ from bot import (
     verdicts,
     versions,
 )
-from bot.callbacks import DisputesPage, ForgetButton, ModelButton, ReviewButton, VerdictButton
+from bot.callbacks import (
+    DisputesPage,
+    ForgetButton,
+    LabelButton,
+    ModelButton,
+    ReviewButton,
+    VerdictButton,
+)
 from bot.context import SERVICES_KEY, BotApp, Ctx, Services
 
 logger = logging.getLogger(__name__)
@@ -70,6 +78,7 @@ def build_application(services: Services) -> BotApp:
         ("stats", admin.on_stats),
         ("disputes", admin.on_disputes),
         ("review", admin.on_review),
+        ("labels", labels.on_labels),
         ("export", admin.on_export),
         ("threshold", admin.on_threshold),
         ("models", versions.on_models),
@@ -95,6 +104,7 @@ def build_application(services: Services) -> BotApp:
     for pattern, callback in (
         (DisputesPage.PATTERN, admin.on_disputes_page),
         (ReviewButton.PATTERN, admin.on_review_button),
+        (LabelButton.PATTERN, labels.on_label_button),
         (ModelButton.PATTERN, versions.on_model_button),
     ):
         application.add_handler(CallbackQueryHandler(admin_button(callback), pattern=pattern))

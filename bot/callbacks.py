@@ -10,6 +10,8 @@ class's `PATTERN`, so that a handler only ever sees data its class parses.
   d:<offset>                      a page of /disputes
   r:<prediction>:<action>[:<n>]   a /review decision (see `ReviewAction`)
   m:use:<version> | m:keep        after a /retrain
+  l:<label>:<action>[:<arg>]      a /labels decision (see `LabelAction`); <label> is a label
+                                  id (a hash prefix of its key: the label itself may not fit)
 """
 
 from __future__ import annotations
@@ -175,3 +177,54 @@ class ModelButton:
         if match is None:
             return None
         return cls(match.group(1))
+
+
+class LabelAction(enum.StrEnum):
+    """A button under a proposed label in /labels."""
+
+    ADD = "a"
+    REJECT = "r"
+    MERGE = "m"  # into the label whose id is the argument
+    PAGE = "p"  # the labels to merge into, page n
+    UNDO = "u"  # back to pending after a decision
+    BACK = "b"  # back to the proposal's own buttons
+    NOOP = "x"  # the page counter
+
+
+_LABEL_ID = r"[0-9a-f]{12}"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelButton:
+    """A /labels decision on a proposed label: its id, the action, and the action's argument
+    (the id of the label to merge into, or a page number)."""
+
+    label_id: str
+    action: LabelAction
+    target_id: str = ""
+    page: int = 0
+
+    PATTERN: ClassVar[re.Pattern[str]] = re.compile(
+        rf"^l:({_LABEL_ID}):(?:([arubx])|m:({_LABEL_ID})|p:(\d{{1,4}}))$"
+    )
+
+    def encode(self) -> str:
+        """The callback data for this button."""
+        if self.action is LabelAction.MERGE:
+            return _check(f"l:{self.label_id}:m:{self.target_id}")
+        if self.action is LabelAction.PAGE:
+            return _check(f"l:{self.label_id}:p:{self.page}")
+        return _check(f"l:{self.label_id}:{self.action}")
+
+    @classmethod
+    def parse(cls, data: str) -> LabelButton | None:
+        """The button behind `data`, or None."""
+        match = cls.PATTERN.match(data)
+        if match is None:
+            return None
+        label_id, plain, target, page = match.groups()
+        if plain is not None:
+            return cls(label_id, LabelAction(plain))
+        if target is not None:
+            return cls(label_id, LabelAction.MERGE, target_id=target)
+        return cls(label_id, LabelAction.PAGE, page=int(page))

@@ -13,8 +13,17 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.access import Refusals
 from bot.albums import AlbumCollector
 from bot.config import Settings
+from bot.downloads import MEMORY_BUDGET_BYTES, Downloader, PhotoSlots
+from bot.keeping import Keeping
 from bot.metrics import Metrics
-from model.feedback import PredictionLog, PrivacyLog, ReviewLog, SettingsStore, VerdictLog
+from model.feedback import (
+    LabelLog,
+    PredictionLog,
+    PrivacyLog,
+    ReviewLog,
+    SettingsStore,
+    VerdictLog,
+)
 from model.pool import PoolStats
 from model.registry import Registry
 from model.types import Prediction
@@ -55,6 +64,11 @@ class Tunables:
 class FeedbackBackend(PredictionLog, VerdictLog, PrivacyLog, ReviewLog, Protocol):
     """One log that serves every handler (SQLite does); only `Services.create` needs it."""
 
+    @property
+    def labels(self) -> LabelLog:
+        """The proposed labels and the admins' decisions, in the same log."""
+        ...
+
 
 @dataclass
 class RetrainSlot:
@@ -75,10 +89,16 @@ class Services:
     privacy: PrivacyLog
     reviews: ReviewLog
     stored_settings: SettingsStore
+    labels: LabelLog
     metrics: Metrics
     registry: Registry
     tunables: Tunables
     albums: AlbumCollector
+    # Images held at once (downloading, queued, classified): as many as the pool's queue,
+    # within a budget of bytes.
+    photo_slots: PhotoSlots
+    downloads: Downloader = field(default_factory=Downloader)
+    keeping: Keeping = field(default_factory=Keeping)
     refusals: Refusals = field(default_factory=Refusals)
     retrain: RetrainSlot = field(default_factory=RetrainSlot)
     started: float = field(default_factory=time.time)
@@ -92,9 +112,12 @@ class Services:
         stored_settings: SettingsStore,
         metrics: Metrics,
         registry: Registry,
+        *,
+        photo_slots: int,
     ) -> Services:
-        """Services with every feedback interface served by `feedback`, and the tunables taken
-        from the settings."""
+        """Services with every feedback interface served by `feedback`, the tunables taken
+        from the settings, and `photo_slots` images held at once (the pool's queue size),
+        weighing `MEMORY_BUDGET_BYTES` together at most (or one file at the download limit)."""
         return cls(
             settings,
             classifier,
@@ -103,10 +126,12 @@ class Services:
             feedback,
             feedback,
             stored_settings,
+            feedback.labels,
             metrics,
             registry,
             Tunables(settings.confidence_threshold),
             AlbumCollector(settings.album_wait_s),
+            PhotoSlots(photo_slots, max(settings.max_download_bytes, MEMORY_BUDGET_BYTES)),
         )
 
 

@@ -12,6 +12,8 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.callbacks import (
     DisputesPage,
     ForgetButton,
+    LabelAction,
+    LabelButton,
     ModelButton,
     ReviewAction,
     ReviewButton,
@@ -25,7 +27,8 @@ LABELS_PER_PAGE = 10
 
 
 def _button(
-    text: str, data: VerdictButton | ForgetButton | DisputesPage | ReviewButton | ModelButton
+    text: str,
+    data: VerdictButton | ForgetButton | DisputesPage | ReviewButton | ModelButton | LabelButton,
 ) -> InlineKeyboardButton:
     return InlineKeyboardButton(text, callback_data=data.encode())
 
@@ -91,8 +94,8 @@ def browse_order(labels: Sequence[str]) -> list[int]:
     return sorted(range(len(labels)), key=lambda i: (labels[i].casefold(), i))
 
 
-def pages(labels: Sequence[str]) -> int:
-    """How many pages the label list takes."""
+def pages(labels: Sequence[object]) -> int:
+    """How many pages the label list (or a list of label buttons) takes."""
     return max(1, -(-len(labels) // LABELS_PER_PAGE))
 
 
@@ -177,3 +180,80 @@ def retrained_keyboard(version: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[_button("Use it", ModelButton(version)), _button("Keep current", ModelButton(None))]]
     )
+
+
+# ---------------------------------------------------------------------------- /labels
+
+BUTTON_LABEL_CHARS = 40
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= BUTTON_LABEL_CHARS else label[: BUTTON_LABEL_CHARS - 1] + "…"
+
+
+def _counted(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def proposal_keyboard(
+    proposal_id: str, label: str, photos: int, users: int, close: Sequence[tuple[str, str]]
+) -> InlineKeyboardMarkup:
+    """Add, merge into a close spelling (label, label id) or any label, reject."""
+    add = LabelButton(proposal_id, LabelAction.ADD)
+    rows = [
+        [
+            _button(
+                f"➕ Add “{_short(label)}” ({_counted(photos, 'photo')}, "
+                f"{_counted(users, 'user')})",
+                add,
+            )
+        ]
+    ]
+    rows += [
+        [
+            _button(
+                f"🔀 Merge into “{_short(target)}”",
+                LabelButton(proposal_id, LabelAction.MERGE, target_id=target_id),
+            )
+        ]
+        for target, target_id in close[:3]
+    ]
+    rows.append(
+        [
+            _button("📚 Merge into…", LabelButton(proposal_id, LabelAction.PAGE, page=0)),
+            _button("🚫 Reject", LabelButton(proposal_id, LabelAction.REJECT)),
+        ]
+    )
+    return InlineKeyboardMarkup(rows)
+
+
+def merge_targets_keyboard(
+    proposal_id: str, targets: Sequence[tuple[str, str]], page: int
+) -> InlineKeyboardMarkup:
+    """One page of the labels to merge into (label, label id), two per row, with navigation."""
+    total = pages(targets)
+    page = min(max(page, 0), total - 1)
+    shown = targets[page * LABELS_PER_PAGE : (page + 1) * LABELS_PER_PAGE]
+    buttons = [
+        _button(_short(label), LabelButton(proposal_id, LabelAction.MERGE, target_id=target_id))
+        for label, target_id in shown
+    ]
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    navigation = []
+    if page > 0:
+        navigation.append(
+            _button("‹ Prev", LabelButton(proposal_id, LabelAction.PAGE, page=page - 1))
+        )
+    navigation.append(_button(f"{page + 1}/{total}", LabelButton(proposal_id, LabelAction.NOOP)))
+    if page < total - 1:
+        navigation.append(
+            _button("Next ›", LabelButton(proposal_id, LabelAction.PAGE, page=page + 1))
+        )
+    rows.append(navigation)
+    rows.append([_button("« Back", LabelButton(proposal_id, LabelAction.BACK))])
+    return InlineKeyboardMarkup(rows)
+
+
+def decided_keyboard(proposal_id: str) -> InlineKeyboardMarkup:
+    """After a decision in /labels: a way to take it back."""
+    return InlineKeyboardMarkup([[_button("↩️ Undo", LabelButton(proposal_id, LabelAction.UNDO))]])

@@ -9,14 +9,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from telegram import Message, PhotoSize, Update
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 
 from bot import keyboards, replies
 from bot.context import Ctx
+from bot.downloads import FileTooBig, reserved_bytes
 from model.feedback import AnsweredPhoto, PredictionRecord
 from model.types import (
     ClassifierBusy,
@@ -60,32 +60,6 @@ def largest_photo(message: Message) -> PhotoSize:
     return max(message.photo, key=lambda size: (size.width * size.height, size.file_size or 0))
 
 
-class FileTooBig(Exception):
-    """The file is over the download limit (ours, or Telegram's 20 MB for bots)."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"{size} bytes, over the limit of {limit}")
-        self.size = size
-        self.limit = limit
-
-
-async def download(bot: Any, file_id: str, limit: int, size: int | None = None) -> bytes:
-    """The bytes of a Telegram file; `FileTooBig` past `limit` (checked before downloading
-    when Telegram told the size); other Bot API failures raise `TelegramError`."""
-    if size is not None and size > limit:
-        raise FileTooBig(size, limit)
-    try:
-        file = await bot.get_file(file_id)
-        data = bytes(await file.download_as_bytearray())
-    except BadRequest as exc:
-        if "too big" in exc.message.lower():
-            raise FileTooBig(size if size is not None else limit + 1, limit) from None
-        raise
-    if len(data) > limit:
-        raise FileTooBig(len(data), limit)
-    return data
-
-
 async def on_photo(update: Update, context: Ctx) -> None:
     """A photo: classify its largest size; photos of an album are answered together."""
     message = update.effective_message
@@ -95,9 +69,7 @@ async def on_photo(update: Update, context: Ctx) -> None:
         context.services.albums.add(message, context, _answer_album)
         return
     largest = largest_photo(message)
-    await _classify_file(
-        message, context, largest.file_id, largest.file_unique_id, largest.file_size
-    )
+    await _classify_file(message, context, largest.file_id, largest.file_size)
 
 
 async def on_document(update: Update, context: Ctx) -> None:
@@ -106,53 +78,94 @@ async def on_document(update: Update, context: Ctx) -> None:
     if message is None or message.document is None:
         return
     document = message.document
-    await _classify_file(
-        message, context, document.file_id, document.file_unique_id, document.file_size
-    )
+    await _classify_file(message, context, document.file_id, document.file_size)
 
 
 async def _classify_file(
-    message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
+    message: Message, context: Ctx, file_id: str, file_size: int | None
 ) -> None:
     metrics = context.services.metrics
     started = time.perf_counter()
-    outcome = await _classify_and_reply(message, context, file_id, file_unique_id, file_size)
+    outcome = await _classify_and_reply(message, context, file_id, file_size)
     metrics.photos.labels(outcome).inc()
     metrics.photo_seconds.observe(time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One image, classified and logged: what to reply, and the record its buttons name
+    (None: nobody to ask, or the log could not keep it; `kept` says which)."""
+
+    result: Classified
+    record: PredictionRecord | None = None
+    kept: bool = True
+
+
 async def _classify_and_reply(
-    message: Message, context: Ctx, file_id: str, file_unique_id: str, file_size: int | None
+    message: Message, context: Ctx, file_id: str, file_size: int | None
 ) -> Outcome:
     """Fetch, classify and answer one image; returns the outcome for the metrics."""
-    async with _typing(message):
-        result = await _fetch_and_classify(context, file_id, file_size)
+    slots = context.services.photo_slots
+    reserved = [reserved_bytes(file_size, context.services.settings.max_download_bytes)]
+    if not slots.take(reserved):
+        # Before any byte is downloaded: a flood costs a reply each, not their files.
+        logger.info(
+            "busy: %d of %d photo slots, %d of %d MiB taken",
+            slots.in_use,
+            slots.capacity,
+            slots.bytes_in_use >> 20,
+            slots.budget_bytes >> 20,
+        )
+        await message.reply_text(replies.BUSY, do_quote=True)
+        return Outcome.BUSY
+    try:
+        async with _typing(message):
+            answered = await _answer(
+                message, context, await _fetch_and_classify(context, file_id, file_size)
+            )
+    finally:
+        slots.give_back(reserved)  # the image itself is no longer held
+    result = answered.result
     if result.prediction is None:
         await message.reply_text(result.text, do_quote=True)
         return result.outcome
     text = replies.prediction_text(
         result.prediction, context.services.tunables.confidence_threshold
     )
-    record = await _record(message, context, result, file_id, file_unique_id)
-    if record is None:  # a channel post: nobody to ask for a verdict
+    if answered.record is None:
+        if not answered.kept:
+            text = replies.with_footer(text, replies.NOT_KEPT)
         await message.reply_text(text, do_quote=True)
         return result.outcome
     reply = await message.reply_text(
-        text, do_quote=True, reply_markup=keyboards.verdict_keyboard(record.id)
+        text, do_quote=True, reply_markup=keyboards.verdict_keyboard(answered.record.id)
     )
-    await context.services.predictions.set_reply_message(record.id, reply.message_id)
+    await _set_reply_message(context, [answered.record], reply.message_id)
     return result.outcome
 
 
+async def _answer(message: Message, context: Ctx, result: Classified) -> Answered:
+    """Log an answered image (the others need nothing more)."""
+    if result.prediction is None:
+        return Answered(result)
+    record, kept = await _record(message, context, result)
+    # The bytes are not needed past this point: drop them with the slot.
+    return Answered(Classified(result.outcome, result.prediction), record, kept)
+
+
 async def _fetch_and_classify(context: Ctx, file_id: str, file_size: int | None) -> Classified:
+    services = context.services
     try:
-        data = await download(
-            context.bot, file_id, context.services.settings.max_download_bytes, file_size
+        data = await services.downloads.fetch(
+            context.bot, file_id, services.settings.max_download_bytes, file_size
         )
     except FileTooBig as exc:
         return Classified(Outcome.TOO_BIG, text=replies.too_big_text(exc.size, exc.limit))
+    except TelegramError as exc:
+        logger.warning("could not fetch a photo: %s", exc)
+        return Classified(Outcome.FAILED, text=replies.FETCH_FAILED)
     try:
-        prediction = await context.services.classifier.classify(data)
+        prediction = await services.classifier.classify(data)
     except ImageRejected as exc:
         logger.info("image rejected: %r", exc)
         return Classified(Outcome.REJECTED, text=replies.rejection_text(exc))
@@ -169,26 +182,60 @@ async def _fetch_and_classify(context: Ctx, file_id: str, file_size: int | None)
 
 
 async def _record(
-    message: Message, context: Ctx, result: Classified, file_id: str, file_unique_id: str
-) -> PredictionRecord | None:
-    """Log the prediction before replying, so its buttons survive a restart right after."""
+    message: Message, context: Ctx, result: Classified
+) -> tuple[PredictionRecord | None, bool]:
+    """Log the prediction before replying, so its buttons survive a restart right after.
+
+    Returns the record (None: a channel post, nobody to ask; or the log failed) and whether
+    the log kept it. A log that cannot keep it (disk full, database locked) costs the answer
+    its buttons, never the answer.
+    """
     user = message.from_user
     if user is None or result.prediction is None:
-        return None
-    settings = context.services.settings
-    uncertain = result.prediction.top.probability < context.services.tunables.confidence_threshold
-    return await context.services.predictions.record_prediction(
-        AnsweredPhoto(
-            chat_id=message.chat_id,
-            user_id=user.id,
-            message_id=message.message_id,
-            file_id=file_id,
-            file_unique_id=file_unique_id,
-            prediction=result.prediction,
-            uncertain=uncertain,
-            image=result.data if uncertain and settings.keep_uncertain_images else None,
+        return None, True
+    services = context.services
+    file_id, file_unique_id = _file_ids(message)
+    uncertain = result.prediction.top.probability < services.tunables.confidence_threshold
+    keep_image = uncertain and services.settings.keep_uncertain_images
+    try:
+        record = await services.predictions.record_prediction(
+            AnsweredPhoto(
+                chat_id=message.chat_id,
+                user_id=user.id,
+                message_id=message.message_id,
+                file_id=file_id,
+                file_unique_id=file_unique_id,
+                prediction=result.prediction,
+                uncertain=uncertain,
+                image=result.data if keep_image else None,
+            )
         )
-    )
+    except Exception as exc:
+        services.keeping.failed(context, "recording an answer", exc)
+        return None, False
+    services.keeping.kept(context)
+    return record, True
+
+
+def _file_ids(message: Message) -> tuple[str, str]:
+    """The file id and unique id of the image a message carries (its largest photo size)."""
+    if message.photo:
+        largest = largest_photo(message)
+        return largest.file_id, largest.file_unique_id
+    assert message.document is not None
+    return message.document.file_id, message.document.file_unique_id
+
+
+async def _set_reply_message(
+    context: Ctx, records: list[PredictionRecord], reply_message_id: int
+) -> None:
+    """Link the records to the reply that answers them (the answer is out: never fail it)."""
+    services = context.services
+    try:
+        for record in records:
+            await services.predictions.set_reply_message(record.id, reply_message_id)
+    except Exception as exc:
+        services.keeping.failed(context, "linking an answer to its reply", exc)
 
 
 async def _answer_album(messages: list[Message], context: Ctx) -> None:
@@ -208,36 +255,74 @@ async def _answer_album(messages: list[Message], context: Ctx) -> None:
 
 
 async def answer_album(messages: list[Message], context: Ctx) -> list[Outcome]:
-    """One reply for the whole album: a numbered line and Right/Wrong per photo."""
+    """One reply for the album: a numbered line and Right/Wrong per photo answered.
+
+    A photo that could not be answered (busy, too big, not an image, not fetched, a failure)
+    gets its own reply, quoting it, so that it is clear which one; the others are answered all
+    the same. Each photo takes a slot like any other; those that find none are "busy".
+    """
     first = messages[0]
-    threshold = context.services.tunables.confidence_threshold
-    async with _typing(first):
-        sizes = [largest_photo(m) for m in messages]
-        results = await asyncio.gather(
-            *(_fetch_and_classify(context, s.file_id, s.file_size) for s in sizes)
-        )
+    services = context.services
+    threshold = services.tunables.confidence_threshold
+    limit = services.settings.max_download_bytes
+    sizes = [reserved_bytes(largest_photo(m).file_size, limit) for m in messages]
+    granted = services.photo_slots.take(sizes)
+    admitted = messages[:granted]
+    try:
+        async with _typing(first):
+            results = await asyncio.gather(
+                *(_fetch_and_classify_message(m, context) for m in admitted),
+                return_exceptions=True,
+            )
+            answered = [
+                await _answer(m, context, _failed_if_raised(r))
+                for m, r in zip(admitted, results, strict=True)
+            ]
+    finally:
+        services.photo_slots.give_back(sizes[:granted])
+    if len(admitted) < len(messages):
+        logger.info("busy: %d photo(s) of an album found no slot", len(messages) - granted)
+    answered += [Answered(Classified(Outcome.BUSY, text=replies.BUSY))] * (len(messages) - granted)
     lines: list[str] = []
-    failures: list[str] = []
     records: list[tuple[int, PredictionRecord]] = []
-    for position, (message, size, result) in enumerate(
-        zip(messages, sizes, results, strict=True), 1
-    ):
-        if result.prediction is None:
-            failures.append(f"Photo {position}: {result.text}")
+    unkept = False
+    failed: list[tuple[Message, str]] = []
+    for message, item in zip(messages, answered, strict=True):
+        if item.result.prediction is None:
+            failed.append((message, item.result.text))
             continue
-        record = await _record(message, context, result, size.file_id, size.file_unique_id)
         number = len(lines) + 1
-        lines.append(f"{number}. {replies.prediction_text(result.prediction, threshold)}")
-        if record is not None:
-            records.append((number, record))
-    text = "\n".join(lines) if lines else "I couldn't classify any photo of this album."
-    if failures:
-        text = replies.with_footer(text, "\n".join(failures))
-    markup = keyboards.album_keyboard([(n, r.id) for n, r in records]) if records else None
-    reply = await first.reply_text(text, do_quote=True, reply_markup=markup)
-    for _, record in records:
-        await context.services.predictions.set_reply_message(record.id, reply.message_id)
-    return [result.outcome for result in results]
+        lines.append(f"{number}. {replies.prediction_text(item.result.prediction, threshold)}")
+        if item.record is not None:
+            records.append((number, item.record))
+        unkept = unkept or not item.kept
+    if lines:
+        text = "\n".join(lines)
+        if failed:
+            text = replies.with_footer(text, replies.album_others_text(len(lines), len(messages)))
+        if unkept:
+            text = replies.with_footer(text, replies.NOT_KEPT)
+        markup = keyboards.album_keyboard([(n, r.id) for n, r in records]) if records else None
+        reply = await first.reply_text(text, do_quote=True, reply_markup=markup)
+        await _set_reply_message(context, [r for _, r in records], reply.message_id)
+    for message, reason in failed:
+        await message.reply_text(reason, do_quote=True)
+    return [item.result.outcome for item in answered]
+
+
+async def _fetch_and_classify_message(message: Message, context: Ctx) -> Classified:
+    size = largest_photo(message)
+    return await _fetch_and_classify(context, size.file_id, size.file_size)
+
+
+def _failed_if_raised(result: Classified | BaseException) -> Classified:
+    """One photo's result, an exception turned into its own failure (never the album's)."""
+    if isinstance(result, Classified):
+        return result
+    if not isinstance(result, Exception):
+        raise result  # cancelled: the album is being abandoned
+    logger.error("one photo of an album failed", exc_info=result)
+    return Classified(Outcome.FAILED, text=replies.SOMETHING_WENT_WRONG)
 
 
 @contextlib.asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from telegram import Update
@@ -10,6 +11,7 @@ from bot import keyboards, replies
 from bot.callbacks import ForgetButton
 from bot.context import Ctx
 from bot.edits import edit
+from model.feedback.export import delete_export_archives
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,11 @@ async def on_forget_button(update: Update, context: Ctx) -> None:
         await edit(query, text=replies.FORGET_KEPT, reply_markup=None)
         return
     summary = await context.services.privacy.forget_user(button.user_id)
-    logger.info("forgot user data on request: %d item(s)", summary.total)
+    # Export zips left for admins may hold their photos and labels: all of them go.
+    zips = await asyncio.to_thread(delete_export_archives, context.services.settings.data_dir)
+    logger.info(
+        "forgot user data on request: %d item(s); %d export zip(s) deleted", summary.total, zips
+    )
     await edit(
         query,
         text=replies.forgotten_text(summary.predictions, summary.verdicts, summary.images),

@@ -106,6 +106,33 @@ UNAVAILABLE = "Sorry, the classifier is not available right now. Please try agai
 
 SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."
 
+FETCH_FAILED = "I couldn't fetch this photo from Telegram. Please send it again."
+
+NOT_KEPT = "(I couldn't keep this answer on record right now, so it has no buttons to judge it.)"
+NOT_KEPT_VERDICT = "Sorry, I couldn't keep your verdict right now. Please try again later."
+
+
+def album_others_text(answered: int, sent: int) -> str:
+    """The footer of an album reply when some of its photos got a reply of their own."""
+    others = sent - answered
+    return (
+        f"Here are {answered} of the {sent} photos; "
+        f"{'the other one has' if others == 1 else f'the other {others} have'} a reply of "
+        f"{'its' if others == 1 else 'their'} own."
+    )
+
+
+def not_keeping_text(reason: str) -> str:
+    """What admins are told, once, when the feedback log stops keeping data."""
+    return (
+        f"⚠️ I can't keep data right now: {reason}.\n"
+        "I keep answering photos, without ✅ Right / ❌ Wrong buttons, and I'll tell you when I "
+        "can keep data again."
+    )
+
+
+KEEPING_AGAIN = "✅ I can keep data again: answers have their Right/Wrong buttons back."
+
 HINT = (
     "I only look at still images. Send me a photo (or an image file) and I'll tell you what "
     "I see. /help explains more."
@@ -140,7 +167,8 @@ def help_text(
         "• the photo itself, only when you tap ❌ Wrong, and\n"
         f"{uncertain}"
         "• disputed photos and your corrections until you delete them.\n"
-        "/forget deletes everything I keep about you.\n\n"
+        "/forget deletes everything I keep about you, copies in my operator's training-data "
+        f"exports included (those are deleted after {retention_days:g} days in any case).\n\n"
         "Commands: /help — this message; /forget — delete your data; /cancel — stop typing a "
         "label."
     )
@@ -166,11 +194,20 @@ def labels_hint(labels: Sequence[str] | None) -> str:
 # ---------------------------------------------------------------------------- verdicts
 
 
-def verdict_footer(kind: VerdictKind, label: str | None) -> str:
-    """The line added under a prediction once its verdict is recorded."""
+def verdict_footer(kind: VerdictKind, label: str | None, image_kept: bool = True) -> str:
+    """The line added under a prediction once its verdict is recorded.
+
+    `image_kept`: whether the photo is kept with it; a correction without its photo is
+    recorded, but trains nothing.
+    """
     if kind == VerdictKind.RIGHT:
         return "✅ Recorded as right. Thank you!"
     if kind == VerdictKind.WRONG:
+        if not image_kept:
+            return (
+                f"❌ Corrected to: {label}. Thank you! I couldn't fetch the photo again, so the "
+                "correction is recorded without it and won't train the next model."
+            )
         return f"❌ Corrected to: {label}. Thank you, this helps train the next model."
     return "🤷 Recorded as not sure. Thank you!"
 
@@ -199,12 +236,6 @@ UNKNOWN_BUTTON = "This button no longer works."
 ALREADY = "Already recorded."
 NOTHING_TO_CANCEL = "There's nothing to cancel."
 CANCELLED = "OK, I'm no longer waiting for a label."
-
-
-def stored_label_text(label: str, known: bool) -> str:
-    """Confirmation after a typed label was stored."""
-    note = " (one of the labels the model knows)" if known else " (a new label)"
-    return f"Stored “{label}”{note} as the right label for that photo. Thank you!"
 
 
 def forget_prompt(total: int) -> str:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from telegram import InlineKeyboardMarkup, Update
 from telegram.error import TelegramError
 
-from bot import keyboards
-from bot.context import Ctx
+from bot import keyboards, labeltexts
+from bot.context import Ctx, Services
 from bot.edits import not_modified_ok
 from bot.versions import metrics_text
 
@@ -25,6 +26,10 @@ PROGRESS_EVERY_S = 3.0  # Telegram allows about one edit a second per chat; stay
 # One row of fastai's epoch table as `fit` prints it: epoch, train_loss, valid_loss, metrics…
 EPOCH_ROW = re.compile(r"^\s*(\d+)\s+([\d.]+|nan)\s+([\d.]+|nan)\s+([\d.]+)\s+([\d.]+)\s")
 PLAN_LINE = re.compile(r"^training: (\d+) epochs? in all")
+SHUTDOWN_TEXT = (
+    "Retraining cancelled: the bot was shut down before it finished, and nothing was "
+    "registered. Run /retrain again once the bot is back."
+)
 
 
 @dataclass
@@ -41,6 +46,11 @@ class Retrain:
     accuracy: str = "–"
     lines: list[str] = field(default_factory=list)
     cancelled: bool = False
+    shutdown: bool = False  # cancelled because the bot is stopping
+
+    def stop(self) -> None:
+        """Ask the trainer, and whatever it started, to stop (SIGTERM to its process group)."""
+        _signal_group(self.process, signal.SIGTERM)
 
     def progress_text(self) -> str:
         """A progress bar and the latest numbers."""
@@ -68,8 +78,7 @@ async def on_retrain(update: Update, context: Ctx) -> None:
             await message.reply_text("No retraining is running.")
             return
         running.cancelled = True
-        with contextlib.suppress(ProcessLookupError):
-            running.process.terminate()
+        running.stop()
         await message.reply_text("Stopping the retraining…")
         return
     if running is not None:
@@ -101,6 +110,8 @@ async def on_retrain(update: Update, context: Ctx) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=_training_env(),
+        # Its own process group: stopping it stops its data loader processes too.
+        start_new_session=True,
     )
     retrain = Retrain(process, status.chat_id, status.message_id)
     slot.running = retrain
@@ -130,6 +141,9 @@ async def _follow(retrain: Retrain, context: Ctx) -> None:
         code = await retrain.process.wait()
     finally:
         context.services.retrain.running = None
+    if retrain.shutdown:
+        await _edit(context, retrain, SHUTDOWN_TEXT)
+        return
     if retrain.cancelled:
         await _edit(context, retrain, "Retraining cancelled; nothing was registered.")
         return
@@ -138,6 +152,30 @@ async def _follow(retrain: Retrain, context: Ctx) -> None:
         await _edit(context, retrain, f"Retraining failed (exit {code}):\n{tail}"[:4000])
         return
     await _report(context, retrain)
+
+
+async def cancel_retraining_for_shutdown(services: Services, grace_s: float = 10.0) -> None:
+    """The bot is stopping: stop a running retraining (killed after `grace_s`), whose follower
+    then says so in the admin's progress message. The stop waits for that, not for the run."""
+    retrain = services.retrain.running
+    if retrain is None:
+        return
+    logger.warning("stopping: cancelling the retraining in progress (pid %d)", retrain.process.pid)
+    retrain.cancelled = retrain.shutdown = True
+    retrain.stop()
+    try:
+        await asyncio.wait_for(retrain.process.wait(), grace_s)
+    except TimeoutError:
+        logger.warning("the retraining did not stop within %.0f s: killing it", grace_s)
+        _signal_group(retrain.process, signal.SIGKILL)
+        await retrain.process.wait()
+
+
+def _signal_group(process: asyncio.subprocess.Process, signum: signal.Signals) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
 
 
 def _parse(retrain: Retrain, line: str) -> None:
@@ -170,6 +208,10 @@ async def _report(context: Ctx, retrain: Retrain) -> None:
         f"active ({active.version if active else 'none'}): "
         f"{metrics_text(active.metrics if active else None)}"
     )
+    # The evidence for [Use it]: old vs new on held-out disputed photos; the new labels' fate.
+    evidence = labeltexts.retrain_lines(new.metrics, new.params)
+    if evidence:
+        text = f"{text}\n\n{evidence}"[:4000]
     markup = keyboards.retrained_keyboard(new.version)
     await _edit(context, retrain, text, markup)
 

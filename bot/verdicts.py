@@ -9,12 +9,19 @@ from dataclasses import dataclass
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from telegram.error import TelegramError
 
-from bot import keyboards, replies
+from bot import keyboards, labeltexts, replies
 from bot.callbacks import VerdictAction, VerdictButton
 from bot.context import Ctx
+from bot.downloads import FileTooBig
 from bot.edits import edit
-from bot.photos import FileTooBig, download
-from model.feedback import InvalidVerdict, PredictionRecord, VerdictKind, VerdictRecord
+from bot.labels import check_typed
+from model.feedback import (
+    FeedbackUnavailable,
+    InvalidVerdict,
+    PredictionRecord,
+    VerdictKind,
+    VerdictRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ class Answer:
             verdict = self.verdicts.get(record.id)
             if verdict is None:
                 return base
-            return replies.with_footer(base, replies.verdict_footer(verdict.kind, verdict.label))
+            return replies.with_footer(base, self.footer(record))
         lines = []
         for number, record in enumerate(self.records, 1):
             line = f"{number}. {replies.prediction_text(record, threshold)}"
@@ -50,6 +57,17 @@ class Answer:
                 line += f"  {replies.verdict_mark(verdict.kind, verdict.label)}"
             lines.append(line)
         return "\n".join(lines)
+
+    def footer(self, record: PredictionRecord) -> str:
+        """What is on record for one of its predictions (which must have a verdict)."""
+        verdict = self.verdicts[record.id]
+        return replies.verdict_footer(
+            verdict.kind, verdict.label, image_kept=record.image_sha256 is not None
+        )
+
+    def record(self, prediction_id: str) -> PredictionRecord:
+        """One of its predictions, as the log has it now."""
+        return next(r for r in self.records if r.id == prediction_id)
 
     def keyboard(self) -> InlineKeyboardMarkup | None:
         """Right/Wrong for every prediction still without a verdict."""
@@ -172,12 +190,17 @@ async def _decide(
     kind: VerdictKind,
     label: str | None,
 ) -> None:
-    verdict, recorded = await record_verdict(context, record, kind, label)
+    try:
+        _, recorded = await record_verdict(context, record, kind, label)
+    except FeedbackUnavailable:  # logged, and admins told, by then
+        await query.answer(replies.NOT_KEPT_VERDICT, show_alert=True)
+        return
+    answer = await load_answer(context, record)
     if recorded:
-        await query.answer(replies.verdict_footer(verdict.kind, verdict.label)[:200])
+        # Read back: whether the photo is kept with it decides what the verdict is worth.
+        await query.answer(answer.footer(answer.record(record.id))[:200])
     else:  # a simultaneous tap got there first
         await query.answer(replies.ALREADY)
-    answer = await load_answer(context, record)
     threshold = context.services.tunables.confidence_threshold
     await edit(query, text=answer.text(threshold), reply_markup=answer.keyboard())
 
@@ -202,13 +225,20 @@ async def record_verdict(
 ) -> tuple[VerdictRecord, bool]:
     """Store the verdict (keeping the image of a dispute): the verdict that stands, and
     whether it is this one."""
-    log = context.services.verdicts
+    services = context.services
+    log = services.verdicts
     image = None
     if kind != VerdictKind.RIGHT and not await log.has_image(record.id):
+        # Without the photo the verdict is kept all the same; its reply says what it is worth.
         image = await _download(context, record.file_id)
-    outcome = await log.record_verdict(
-        record.id, user_id=record.user_id, kind=kind, label=label, image=image
-    )
+    try:
+        outcome = await log.record_verdict(
+            record.id, user_id=record.user_id, kind=kind, label=label, image=image
+        )
+    except FeedbackUnavailable as exc:
+        services.keeping.failed(context, "recording a verdict", exc)
+        raise
+    services.keeping.kept(context)
     if outcome.recorded:
         logger.info("verdict %s on prediction %s", kind, record.id)
         context.services.metrics.verdicts.labels(kind).inc()
@@ -217,8 +247,12 @@ async def record_verdict(
 
 async def _download(context: Ctx, file_id: str) -> bytes | None:
     """The photo of a disputed prediction, fetched again by its file id (kept by Telegram)."""
+    downloads = context.services.downloads
     try:
-        return await download(context.bot, file_id, context.services.settings.max_download_bytes)
+        async with downloads.refetching:  # a few at a time: taps can come in floods too
+            return await downloads.fetch(
+                context.bot, file_id, context.services.settings.max_download_bytes
+            )
     except (TelegramError, FileTooBig):
         logger.warning("could not fetch the disputed photo again", exc_info=True)
         return None
@@ -238,17 +272,18 @@ async def on_text(update: Update, context: Ctx) -> None:
     if record is None:
         await message.reply_text(replies.HINT, do_quote=True)
         return
-    typed = message.text.strip()
     labels = context.services.classifier.labels_for(record.model) or ()
-    known = {label.casefold(): label for label in labels}
-    label = known.get(" ".join(typed.split()).casefold(), typed)
+    typed = await check_typed(context, message.text, labels)
+    if isinstance(typed, str):  # refused: nothing stored, still waiting for the label
+        await message.reply_text(typed, do_quote=True)
+        return
     try:
-        verdict, recorded = await record_verdict(context, record, VerdictKind.WRONG, label)
+        verdict, recorded = await record_verdict(context, record, VerdictKind.WRONG, typed.label)
     except InvalidVerdict as exc:
         await message.reply_text(f"{exc} Please type the label again, or /cancel.", do_quote=True)
         return
     if recorded and verdict.label is not None:
-        text = replies.stored_label_text(verdict.label, verdict.label in labels)
+        text = labeltexts.stored(verdict.label, message.text, typed.known, typed.added)
     else:
         text = replies.ALREADY
     await message.reply_text(text, do_quote=True)

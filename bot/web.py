@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from telegram import Update
 from telegram.error import TelegramError
 
+from bot.buildinfo import versions
 from bot.context import BotApp, Services
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class WebServer:
             "model": stats.model,
             "workers_ready": stats.workers_ready,
             "queue_depth": stats.queue_depth,
+            # Verdict's, Python's and the libraries' versions (read from package metadata).
+            "versions": versions(),
         }
         return web.json_response(body, status=200 if not problems else 503)
 

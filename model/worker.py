@@ -6,6 +6,7 @@ The bot process imports this module only to name `serve` as a process target and
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -17,7 +18,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from model.files import sha256_file
 from model.messages import (
     Batch,
     BatchItem,
@@ -39,6 +39,11 @@ class WorkerConfig:
 
     models_dir: Path
     model_path: Path | None = None
+    # The sha256 `model_path` was checked against by whoever chose it (the registry's card,
+    # or the hash the bot took of MODEL_PATH at start): the worker hashes the very bytes it
+    # unpickles and refuses others. The pool fills it in for any `model_path`; None (not
+    # checked) is left for the bundled default a worker exports itself.
+    model_sha256: str | None = None
     threads: int = 1
     max_pixels: int = 50_000_000
     top_k: int = 3
@@ -46,11 +51,32 @@ class WorkerConfig:
     log_level: str = "WARNING"
 
 
-def model_name(path: Path) -> str:
+class ModelMismatch(Exception):
+    """The model file's bytes are not the ones that were checked; they are not unpickled."""
+
+
+def model_name(path: Path, sha256: str) -> str:
     """A short, stable name for a model file: its stem (a registry version's folder name)
     plus the start of its sha256."""
     stem = path.parent.name if path.name == "model.pkl" else path.stem
-    return f"{stem}@{sha256_file(path)[:8]}"
+    return f"{stem}@{sha256[:8]}"
+
+
+def read_checked(path: Path, expected_sha256: str | None) -> tuple[bytes, str]:
+    """The file's bytes, read once, and their sha256; `ModelMismatch` when they do not hash
+    to `expected_sha256` (unless that is None).
+
+    Unpickling runs code, so what is unpickled must be these bytes, never a second read of
+    the path: the file could change in between.
+    """
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise ModelMismatch(
+            f"{path} is not the file that was checked: its sha256 is {digest[:12]}…, "
+            f"expected {expected_sha256[:12]}… (it changed after it was chosen); not loaded"
+        )
+    return data, digest
 
 
 def preload() -> None:
@@ -68,8 +94,9 @@ def preload() -> None:
     gc.freeze()
 
 
-def load(path: Path) -> Any:
-    """Load an exported fastai learner for CPU inference, progress bars off.
+def load(source: Path | bytes, name: str = "") -> Any:
+    """Load an exported fastai learner (a file, or its bytes) for CPU inference, progress bars
+    off; `name` is for the log.
 
     Learners from other machines and older fastai releases are repaired where possible (see
     model/compat.py); a learner that is not a single-label classifier is refused.
@@ -78,7 +105,7 @@ def load(path: Path) -> Any:
 
     from model.compat import load_learner_compat
 
-    learn, _ = load_learner_compat(path)
+    learn, _ = load_learner_compat(source, name)
     if ProgressCallback in [type(cb) for cb in learn.cbs]:
         learn.remove_cb(ProgressCallback)
     learn.model.eval()
@@ -95,8 +122,10 @@ class Engine:
 
         self.config = config
         path = config.model_path or ensure_default_learner(config.models_dir)
-        self.name = model_name(path)
-        self.learn = load(path)
+        data, self.sha256 = read_checked(path, config.model_sha256)
+        self.name = model_name(path, self.sha256)
+        self.learn = load(data, path.name)
+        del data
         self.labels = tuple(str(label) for label in self.learn.dls.vocab)
         self.device = torch.device(config.device)
         self.learn.model.to(self.device)

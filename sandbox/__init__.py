@@ -24,7 +24,8 @@ Telegram's shapes and wording. Notes:
 Test API side (``/_sandbox/...``, JSON ``{"ok": true, ...}`` or ``{"ok": false,
 "description"}`` with 400/404): ``POST send``, ``POST press``, ``GET chats``,
 ``GET chats/{chat_id}/messages``, ``GET events?since=&timeout=&chat_id=``,
-``GET calls?method=``, ``GET files/{file_id}``, ``POST reset``, ``GET info``.
+``GET calls?method=``, ``GET files/{file_id}``, ``POST reset``, ``GET info``, and fault
+injection: ``POST flood`` (429s) and ``POST fail`` (the next calls of a method fail).
 See ``sandbox.testapi`` for the fields. ``send`` and ``press`` with ``wait`` hold the
 response until the bot reacted, then until it has been idle in that chat for ``settle``
 seconds (default 0.25) so that an answer followed by an edit is reported together.

@@ -241,6 +241,14 @@ class BotApi:
                     },
                     status=429,
                 )
+        fault = self._state.faults.get(name.lower())
+        if fault is not None:
+            left, code, description = fault
+            if left <= 1:
+                del self._state.faults[name.lower()]
+            else:
+                self._state.faults[name.lower()] = (left - 1, code, description)
+            return json_error(code, description)
         try:
             result = await method(params)
         except ApiError as exc:

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import threading
 import traceback
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -18,7 +19,7 @@ from bot.logs import RedactFilter
 from sandbox.botapi import BotApi
 from sandbox.page import ChatPage
 from sandbox.state import JSONDict, SandboxState
-from sandbox.testapi import DEFAULT_USER_ID, TestApi
+from sandbox.testapi import DEFAULT_USER_ID, Impersonation, TestApi, is_cross_origin
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,35 @@ def _url_host(host: str) -> str:
     return host
 
 
+#: What another site's page may open, besides "/": the chat page's files (not the APIs).
+_PAGE_PREFIXES = ("/static/", "/favicon.ico")
+
+
+@web.middleware
+async def _same_origin_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse what another web site's page sends here (any page open in the same browser can
+    reach 127.0.0.1): the Bot API and the test API answer this origin and non-browsers only."""
+    path = request.path
+    is_page = path == "/" or path.startswith(_PAGE_PREFIXES)
+    if not is_page and is_cross_origin(request):
+        logger.warning(
+            "sandbox: refused a cross-origin %s request (Origin %r, Sec-Fetch-Site %r)",
+            request.method,
+            request.headers.get("Origin", "")[:100],
+            request.headers.get("Sec-Fetch-Site", "")[:30],
+        )
+        return web.json_response(
+            {
+                "ok": False,
+                "error_code": 403,
+                "description": "Forbidden: cross-origin requests are refused",
+            },
+            status=403,
+        )
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 class Sandbox:
     """A local stand-in for the Telegram Bot API plus a test API to play the user."""
 
@@ -67,10 +97,16 @@ class Sandbox:
         download_limit_bytes: int = DEFAULT_DOWNLOAD_LIMIT_BYTES,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         page_admin_id: int | None = None,
+        admin_ids: Iterable[int] = (),
+        for_tests: bool = False,
     ) -> None:
         """A sandbox for `token`; the chat page plays `page_admin_id` when switched to admin.
 
         `page_admin_id` is one of the bot's admins (e.g. from ADMIN_IDS); None offers no switch.
+        `admin_ids`: all of the bot's admins, whom the test API never plays (but the page's
+        admin, from the page). `for_tests`: the test API plays anyone, admins included, for
+        whoever asks; only for tests, never for a sandbox a browser can reach. Requests another
+        web site's page makes are refused either way.
         """
         if page_admin_id is not None and page_admin_id <= 0:
             raise ValueError("page_admin_id must be a positive user id")
@@ -94,9 +130,11 @@ class Sandbox:
             "page_user_id": DEFAULT_USER_ID,
             "page_admin_id": page_admin_id,
         }
-        self._test_api = TestApi(self._state, info)
+        impersonation = Impersonation(frozenset(admin_ids), page_admin_id, for_tests)
+        self._test_api = TestApi(self._state, info, impersonation)
         self._app = web.Application(
-            client_max_size=max_upload_bytes, middlewares=[self._error_middleware()]
+            client_max_size=max_upload_bytes,
+            middlewares=[_same_origin_middleware, self._error_middleware()],
         )
         self._app.add_routes(
             [

@@ -131,6 +131,8 @@ class SandboxState:
         #: Injected flood control: method (lower case) → (every Nth call fails, retry_after s).
         self.flood: dict[str, tuple[int, int]] = {}
         self.flood_counts: dict[str, int] = {}
+        #: Injected failures: method (lower case) → (calls left to fail, error_code, description).
+        self.faults: dict[str, tuple[int, int, str]] = {}
         self.poll_generation = 0
         self.closing = False
         #: How many times reset() ran: live streams use it to tell their clients to reload.

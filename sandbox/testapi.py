@@ -14,6 +14,17 @@ Answers ``{"ok", "update_id", "message", "replies"}``.
 ``POST /_sandbox/press``: user_id, chat_id (user_id), message_id, data, wait, settle.
 Answers ``{"ok", "update_id", "callback_query_id", "answer", "messages"}``.
 
+Who may play whom: a request another web site's page made (an ``Origin`` that is not the
+sandbox's own, or ``Sec-Fetch-Site`` other than ``same-origin``/``none``) is refused with 403,
+on the Bot API side too (see `is_cross_origin`). Unless the sandbox was started for tests, the
+test API plays no admin but the chat page's own (``page_admin_id``), and that one only for the
+chat page itself (a same-origin request): a script elsewhere on the machine can still play any
+user, never the admin.
+
+``POST /_sandbox/flood``: method, every, retry_after: every Nth call of the Bot API method is
+answered 429. ``POST /_sandbox/fail``: method, times (1), error_code (400), description: the
+next calls of the method fail (a file Telegram cannot serve right now, by default).
+
 ``GET /_sandbox/stream``: since (0), chat_id, heartbeat (15 s). The event log as Server-Sent
 Events: each is ``id: <instance>-<seq>`` and ``data: <event JSON>`` (as ``/_sandbox/events``
 returns), a comment line every ``heartbeat`` seconds keeps proxies and browsers from giving up,
@@ -30,6 +41,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -65,6 +77,56 @@ STREAM_RETRY_MS = 2000
 CHAT_TYPES = ("private", "group", "supergroup")
 KINDS = ("text", "photo", "document", "sticker", "video", "voice", "animation")
 _COMMAND_RE = re.compile(r"/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{1,64})?")
+
+
+def is_cross_origin(request: web.Request) -> bool:
+    """Whether a browser says another site's page made the request (a form posted there, a
+    fetch from there): every browser sends `Origin` on such a POST, and current ones
+    `Sec-Fetch-Site` on every request; curl, httpx and python-telegram-bot send neither."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    return origin is not None and origin != f"{request.scheme}://{request.host}"
+
+
+def is_from_the_page(request: web.Request) -> bool:
+    """Whether a browser says this origin's own page made the request (the chat page)."""
+    if is_cross_origin(request):
+        return False
+    origin = request.headers.get("Origin")
+    return request.headers.get("Sec-Fetch-Site") == "same-origin" or origin is not None
+
+
+@dataclass(frozen=True)
+class Impersonation:
+    """Which users the test API may play.
+
+    `admins`: the bot's admin ids (ADMIN_IDS; the page's admin among them); `page_admin_id`:
+    the one the chat page plays; `for_tests`: any user at all, from anywhere (tests drive the
+    bot as its admins; never for a sandbox a browser can reach).
+    """
+
+    admins: frozenset[int] = frozenset()
+    page_admin_id: int | None = None
+    for_tests: bool = False
+
+    def check(self, request: web.Request, user_id: int) -> None:
+        """Raise a 403 `SandboxError` unless `request` may act as `user_id`."""
+        if self.for_tests or (user_id not in self.admins and user_id != self.page_admin_id):
+            return
+        if user_id != self.page_admin_id:
+            raise SandboxError(
+                f"user {user_id} is one of the bot's admins; the sandbox plays only the chat "
+                "page's admin (page_admin_id)",
+                403,
+            )
+        if not is_from_the_page(request):
+            raise SandboxError(
+                "only the chat page plays the admin (switch it on there); other clients play "
+                "users",
+                403,
+            )
 
 
 class SandboxError(Exception):
@@ -114,9 +176,12 @@ class TestApi:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, state: SandboxState, info: JSONDict) -> None:
+    def __init__(
+        self, state: SandboxState, info: JSONDict, impersonation: Impersonation | None = None
+    ) -> None:
         self._state = state
         self._info = info
+        self._impersonation = impersonation or Impersonation()
 
     def routes(self) -> list[web.RouteDef]:
         """The aiohttp route table of the test API."""
@@ -132,7 +197,34 @@ class TestApi:
             web.get("/_sandbox/files/{file_id}", _guard(self.file)),
             web.post("/_sandbox/reset", _guard(self.reset)),
             web.post("/_sandbox/flood", _guard(self.set_flood)),
+            web.post("/_sandbox/fail", _guard(self.set_fault)),
         ]
+
+    async def set_fault(self, request: web.Request) -> web.Response:
+        """POST /_sandbox/fail: answer the next `times` calls of `method` with an error.
+
+        Fields: method (a Bot API method name), times (1; 0 turns it off), error_code (400),
+        description (Telegram's for a file it cannot serve now).
+        """
+        params = Params(await read_params(request))
+        method = (params.opt_str("method") or "").lower()
+        if not method:
+            raise SandboxError("method is required")
+        times = params.opt_int("times")
+        times = 1 if times is None else times
+        code = params.opt_int("error_code") or 400
+        if times < 0 or not 400 <= code <= 599:
+            raise SandboxError("times must not be negative; error_code is 400 to 599")
+        description = params.opt_str("description") or (
+            "Bad Request: wrong file_id or the file is temporarily unavailable"
+        )
+        if times == 0:
+            self._state.faults.pop(method, None)
+        else:
+            self._state.faults[method] = (times, code, description)
+        return web.json_response(
+            {"ok": True, "faults": {m: list(v) for m, v in self._state.faults.items()}}
+        )
 
     async def set_flood(self, request: web.Request) -> web.Response:
         """POST /_sandbox/flood: answer every Nth call of `method` with 429 + retry_after.
@@ -311,6 +403,7 @@ class TestApi:
         user_id = DEFAULT_USER_ID if user_id is None else user_id
         if user_id <= 0:
             raise SandboxError("user_id must be positive")
+        self._impersonation.check(request, user_id)
         user = state.user(user_id, params.opt_str("first_name"))
         chat = self._resolve_chat(params, user_id, user["first_name"])
 
@@ -518,6 +611,7 @@ class TestApi:
         state = self._state
         user_id = params.opt_int("user_id")
         user_id = DEFAULT_USER_ID if user_id is None else user_id
+        self._impersonation.check(request, user_id)
         chat_id = params.opt_int("chat_id")
         chat_id = user_id if chat_id is None else chat_id
         message_id = params.opt_int("message_id")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,41 @@ class RunningBot:
         """One message's current state."""
         return next(m for m in self.messages(chat_id) if m["message_id"] == message_id)
 
+    def wait_for(
+        self,
+        chat_id: int,
+        found: Callable[[list[dict[str, Any]]], bool],
+        timeout: float = 120,
+    ) -> list[dict[str, Any]]:
+        """The chat's messages (current state) once `found(messages)` holds.
+
+        Checked again whenever something happens in the chat (the sandbox's long poll on its
+        events), never after a fixed time; AssertionError after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.client.get(f"/_sandbox/chats/{chat_id}/messages").json()
+            if body["ok"]:
+                seq, messages = body["seq"], list(body["messages"])
+            else:  # no such chat yet
+                seq, messages = self.client.get("/_sandbox/info").json()["seq"], []
+            if found(messages):
+                return messages
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"not found in chat {chat_id} in {timeout} s: {messages}")
+            self.client.get(
+                "/_sandbox/events",
+                params={"since": seq, "chat_id": chat_id, "timeout": min(left, 30)},
+            )
+
+    def fail(self, method: str, times: int = 1, **fields: Any) -> None:
+        """Make the next `times` calls of a Bot API method fail (400, "file temporarily
+        unavailable" unless `error_code` / `description` say otherwise)."""
+        data = {"method": method, "times": str(times), **{k: str(v) for k, v in fields.items()}}
+        response = self.client.post("/_sandbox/fail", data=data)
+        assert response.status_code == 200, response.text
+
     def calls(self, method: str) -> list[dict[str, Any]]:
         body = self.client.get("/_sandbox/calls", params={"method": method}).json()
         return list(body["calls"])
@@ -124,7 +160,7 @@ class RunningBot:
 
 def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> RunningBot:
     """Start a sandbox and `python -m bot` against it; return once the bot is polling."""
-    sandbox = SandboxThread(FAKE_TOKEN)
+    sandbox = SandboxThread(FAKE_TOKEN, for_tests=True)
     url = sandbox.start()
     log_path = workdir / "bot.log"
     modules_path = workdir / "modules.json"

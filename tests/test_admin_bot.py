@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ ADMIN_COMMANDS = [
     "/stats",
     "/disputes",
     "/review",
+    "/labels",
     "/export",
     "/retrain",
     "/models",
@@ -46,6 +48,20 @@ def buttons(message: dict[str, Any]) -> dict[str, str]:
 
 def texts(answer: dict[str, Any]) -> list[str]:
     return [m.get("text") or m.get("caption") or "" for m in answer["replies"]]
+
+
+def replies_until(
+    bot: RunningBot, answer: dict[str, Any], last: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """The bot's messages after the one `answer` sent, once one of them satisfies `last`
+    (waiting for that event, not for a time)."""
+    after = answer["message"]["message_id"]
+    chat = answer["message"]["chat"]["id"]
+
+    def since(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [m for m in messages if m["from_bot"] and m["message_id"] > after]
+
+    return since(bot.wait_for(chat, lambda messages: any(last(m) for m in since(messages))))
 
 
 def dispute(bot: RunningBot, user: int, data: bytes, label: str) -> None:
@@ -86,12 +102,13 @@ def test_admins_get_their_own_command_menu(bot: RunningBot) -> None:
 
 def test_stats_text_and_chart(bot: RunningBot) -> None:
     bot.send_photo(images.coffee_jpeg(), user_id=USER)
-    answer = bot.send(text="/stats", user_id=ADMIN, settle=2)
-    body = "\n".join(texts(answer))
+    sent = bot.send(text="/stats", user_id=ADMIN)
+    # The text comes first, then the chart.
+    replies = replies_until(bot, sent, lambda m: bool(m.get("photo")))
+    body = "\n".join(texts({"replies": replies}))
     assert "Photos classified — last 24 h:" in body and "Workers ready: " in body
     assert "espresso" in body
-    photos = [m for m in answer["replies"] if m.get("photo")]
-    assert photos, answer
+    photos = [m for m in replies if m.get("photo")]
     png = bot.client.get(f"/_sandbox/files/{photos[0]['photo'][-1]['file_id']}").content
     from PIL import Image
 
@@ -100,19 +117,24 @@ def test_stats_text_and_chart(bot: RunningBot) -> None:
 
 def test_disputes_review_and_export(bot: RunningBot) -> None:
     dispute(bot, USER, images.chelsea_jpeg(), "chelsea the cat")
-    shown = bot.send(text="/disputes", user_id=ADMIN, settle=1)
-    captions = texts(shown)
+    shown = bot.send(text="/disputes", user_id=ADMIN)
+    # One message per dispute, then "Disputes 1–N of N." with the page buttons.
+    listed = replies_until(bot, shown, lambda m: (m.get("text") or "").startswith("Disputes "))
+    captions = texts({"replies": listed})
     assert any("corrected: chelsea the cat" in c for c in captions), captions
 
-    review = bot.send(text="/review", user_id=ADMIN, settle=1)["replies"][0]
+    asked = bot.send(text="/review", user_id=ADMIN)
+    review = replies_until(bot, asked, lambda m: (m.get("caption") or "").startswith("Review ("))
+    review = next(m for m in review if (m.get("caption") or "").startswith("Review ("))
     assert "user: wrong, it is “chelsea the cat”" in review["caption"]
     confirm = next(d for t, d in buttons(review).items() if t.startswith("✅ Confirm"))
     refused = bot.press(review["message_id"], confirm, user_id=USER, chat_id=ADMIN, forge=1)
     assert refused.get("answer") is None or "admins" in (refused["answer"] or {}).get("text", "")
-    saved = bot.press(review["message_id"], confirm, user_id=ADMIN, settle=1)
+    saved = bot.press(review["message_id"], confirm, user_id=ADMIN)
     assert saved["answer"]["text"] == "Saved."
 
-    exported = bot.send(text="/export", user_id=ADMIN, settle=1)["replies"]
+    asked = bot.send(text="/export", user_id=ADMIN)
+    exported = replies_until(bot, asked, lambda m: bool(m.get("document")))
     document = next(m for m in exported if m.get("document"))
     archive = bot.client.get(f"/_sandbox/files/{document['document']['file_id']}").content
     names = zipfile.ZipFile(io.BytesIO(archive)).namelist()
@@ -174,13 +196,13 @@ def test_retrain_reports_progress_and_offers_the_new_version(tmp_path: Path) -> 
         assert again.startswith("A retraining is already running")
         # The bot keeps answering photos while it trains.
         assert bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"][0]["text"]
-        deadline = time.monotonic() + 600
-        final: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            final = bot.message(ADMIN, started["message_id"])
-            if "finished" in final["text"] or "failed" in final["text"]:
-                break
-            time.sleep(1)
+
+        def ended(messages: list[dict[str, Any]]) -> bool:
+            text = next(m for m in messages if m["message_id"] == started["message_id"])["text"]
+            return "finished" in text or "failed" in text
+
+        bot.wait_for(ADMIN, ended, timeout=600)
+        final = bot.message(ADMIN, started["message_id"])
         assert "Retraining finished" in final["text"], final["text"]
         assert "new: accuracy" in final["text"]
         missing = texts(bot.send(text="/use v99", user_id=ADMIN))[0]
@@ -195,11 +217,17 @@ def test_retrain_reports_progress_and_offers_the_new_version(tmp_path: Path) -> 
                 pool.submit(bot.send_photo, images.coffee_jpeg(), user_id=USER + 1 + n)
                 for n in range(12)
             ]
-            answer = bot.press(final["message_id"], use, user_id=ADMIN, settle=2)
+            bot.press(final["message_id"], use, user_id=ADMIN)
+            # The swap is done when the bot says so (however long the new workers take).
+            serving = bot.wait_for(
+                ADMIN,
+                lambda messages: any(
+                    (m.get("text") or "").startswith("Now serving v") for m in messages
+                ),
+            )
             replies = [f.result()["replies"] for f in photos]
         assert all(r and r[0]["text"] for r in replies), replies
-        swapped = [m["text"] for m in answer["messages"] if m.get("text")]
-        assert any(t.startswith("Now serving v") for t in swapped), answer
+        assert any((m.get("text") or "").startswith("Now serving v") for m in serving)
         reply = bot.send_photo(images.coffee_jpeg(), user_id=USER)["replies"][0]["text"]
         assert reply.split(" ")[0] in ("coffee", "cat", "Not"), reply
 
@@ -217,3 +245,56 @@ def test_retrain_reports_progress_and_offers_the_new_version(tmp_path: Path) -> 
         assert reply.split(" ")[0] in ("coffee", "cat", "Not"), reply
     finally:
         assert bot.stop() == 0
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid`."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def test_sigterm_cancels_a_running_retraining_and_says_so(tmp_path: Path) -> None:
+    """A stop does not wait for a whole training run: the trainer is stopped, the bot exits
+    0 promptly, and the admin's progress message says the run was cancelled by a shutdown."""
+    from tests.trainingdata import make_folders
+
+    images_dir = tmp_path / "images"
+    make_folders(images_dir, {"coffee": 12, "cat": 12})
+    bot = start_bot(
+        tmp_path,
+        {
+            "ADMIN_IDS": str(ADMIN),
+            "TRAINING_DATA_DIR": str(images_dir),
+            # Far longer than the test: without the fix, the stop would wait for all of it.
+            "RETRAIN_ARGS": "--epochs 500 --freeze-epochs 1 --size 160 --bs 8",
+        },
+    )
+    try:
+        started = bot.send(text="/retrain", user_id=ADMIN)["replies"][0]
+        (trainer,) = [
+            pid
+            for pid in children(bot.process.pid)
+            if b"\0training\0fit\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        # Under way: the trainer has told its plan (torch loaded, the data read, fitting).
+        planned = re.compile(r"epoch \d+/\d+")
+        bot.wait_for(
+            ADMIN,
+            lambda messages: any(
+                m["message_id"] == started["message_id"] and planned.search(m["text"])
+                for m in messages
+            ),
+            timeout=300,
+        )
+        assert Path(f"/proc/{trainer}").exists()
+        asked = time.monotonic()
+        assert bot.stop_process() == 0, bot.log()
+        assert time.monotonic() - asked < 45
+        assert not Path(f"/proc/{trainer}").exists()  # stopped, and reaped by the bot
+        text = bot.message(ADMIN, started["message_id"])["text"]
+        assert text.startswith("Retraining cancelled: the bot was shut down"), text
+        assert "nothing was registered" in text
+    finally:
+        bot.stop()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from sandbox import SandboxThread
 from tests import images
-from tests.botharness import start_bot
+from tests.botharness import FAKE_TOKEN, _spawn_bot, bot_env, start_bot
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -87,3 +90,103 @@ def test_flood_limits_are_waited_out_and_no_reply_is_lost(tmp_path: Path) -> Non
         assert len(bot.calls("sendMessage")) >= 24
     finally:
         assert bot.stop() == 0
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """A memory figure of a process from /proc (VmRSS: now; VmHWM: its peak so far)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def test_a_flood_of_large_files_is_refused_before_download_and_memory_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    """40 users send a 2.3 MB image file at once to a bot that holds 2 at a time: each gets an
+    answer or "busy", "busy" comes before any download, and the bot's memory grows by a few
+    images, not by forty (all downloaded first, as before, that was hundreds of MB)."""
+    bot = start_bot(tmp_path, {"WORKERS": "1", "QUEUE_SIZE": "2"})
+    try:
+        data = images.encode(images.noise(1600, 1200, seed=1), "JPEG", quality=95)
+        assert len(data) > 2_000_000
+        first = bot.send_document(data, "warm-up.jpg", "image/jpeg", user_id=900)
+        assert first["replies"][0]["text"] and "busy" not in first["replies"][0]["text"]
+        pid = bot.process.pid
+        rss_before = memory_kib(pid, "VmRSS")
+        files_before = len(bot.calls("getFile"))
+
+        def send(n: int) -> list[str]:
+            answer = bot.send_document(data, f"big-{n}.jpg", "image/jpeg", user_id=901 + n)
+            return [reply["text"] for reply in answer["replies"]]
+
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(send, range(40)))
+        assert all(len(texts) == 1 for texts in answers), answers
+        texts = [texts[0] for texts in answers]
+        busy = [t for t in texts if t.startswith("I'm busy")]
+        answered = [t for t in texts if not t.startswith("I'm busy")]
+        assert busy and answered, texts
+        assert not [t for t in answered if "went wrong" in t], answered
+        # Only the photos that got a slot were fetched at all.
+        assert len(bot.calls("getFile")) - files_before == len(answered)
+        grown_mib = (memory_kib(pid, "VmHWM") - rss_before) / 1024
+        assert grown_mib < 48, f"the bot's peak memory grew by {grown_mib:.0f} MiB"
+        # Once the flood is over, the next photo is answered normally.
+        assert bot.send_photo(images.coffee_jpeg())["replies"][0]["text"].startswith("espresso")
+    finally:
+        assert bot.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "starting the model workers",  # the fork server is importing torch
+        "started; loading the model",  # a worker is exporting and loading the default model
+    ],
+)
+def test_sigterm_while_starting_exits_promptly_with_status_zero(
+    tmp_path: Path, moment: str
+) -> None:
+    """`docker compose stop` right after `up`: the bot stops within 5 s, status 0, without
+    waiting for the workers to finish starting."""
+    sandbox = SandboxThread(FAKE_TOKEN)
+    url = sandbox.start()
+    log = tmp_path / "bot.log"
+    env = bot_env(tmp_path, {"TELEGRAM_TOKEN": FAKE_TOKEN, "TELEGRAM_API_URL": url})
+    process = _spawn_bot(env, tmp_path, log, tmp_path / "modules.json")
+    try:
+        deadline = time.monotonic() + 240
+        while moment not in log.read_text(errors="replace"):
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, f"no {moment!r} in the log"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        status = process.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        sandbox.stop()
+    text = log.read_text(errors="replace")
+    assert status == 0, text
+    assert took <= 5, f"exited {took:.1f} s after SIGTERM\n{text}"
+    assert "ready in" not in text, "the bot had finished starting: the test proves nothing"
+    assert "stopping while starting" in text
+    # The workers that had started were killed, not left loading the model.
+    workers = [int(pid) for pid in re.findall(r"worker (\d+) started; loading the model", text)]
+    assert workers or moment == "starting the model workers"
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers still running: {workers}"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

@@ -86,16 +86,57 @@ def test_the_bot_serves_it_end_to_end(legacy: Path, tmp_path: Path) -> None:
 def test_import_registers_it_and_the_bot_serves_it_from_the_registry(
     legacy: Path, tmp_path: Path
 ) -> None:
-    """`python -m training import FILE --activate`: summary printed, version active, served."""
+    """`python -m training import FILE` into a fresh data folder: summary printed, the version
+    active (as after `fit`), and the bot's first start serves it: no ImageNet "espresso" for the
+    user's photos, and no bundled default registered next to it."""
     data_dir = tmp_path / "data"
-    result = subprocess.run(
+    result = import_cli(legacy, data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "2 labels (cat, other)" in result.stdout
+    assert "__main__.is_cat" in result.stdout and "__main__.Brighten" in result.stdout
+
+    from model.default import DEFAULT_MODEL_FILE
+    from model.registry import Registry
+
+    registry = Registry(data_dir / "models")
+    active = registry.active()
+    assert active is not None and active.labels == ("cat", "other")
+    assert f"{active.version} is now active" in result.stdout
+    bot = start_bot(tmp_path, {"DATA_DIR": str(data_dir)})
+    try:
+        reply = bot.send_photo(images.coffee_jpeg())["replies"][0]
+        assert reply["text"].split(" ")[0] in ("cat", "other", "Not"), reply["text"]
+    finally:
+        assert bot.stop() == 0
+    assert registry.versions() == [active] and registry.active() == active
+    assert not (registry.models_dir / DEFAULT_MODEL_FILE).exists()
+    assert "exports the bundled default" not in bot.log()
+
+
+def test_import_no_activate_registers_and_says_how_to_switch(legacy: Path, tmp_path: Path) -> None:
+    result = import_cli(legacy, tmp_path / "data", "--no-activate")
+    assert result.returncode == 0, result.stderr
+
+    from model.registry import ACTIVE_NAME, Registry
+
+    registry = Registry(tmp_path / "data" / "models")
+    (card,) = registry.versions()
+    assert not (registry.models_dir / ACTIVE_NAME).exists()
+    assert (
+        f"{card.version} is registered but not active; switch to it with "
+        f"`python -m training use {card.version}` (a running bot: /use {card.version})."
+    ) in result.stdout
+
+
+def import_cli(path: Path, data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "training",
             "import",
-            str(legacy),
-            "--activate",
+            str(path),
+            *flags,
             "--data-dir",
             str(data_dir),
         ],
@@ -104,20 +145,6 @@ def test_import_registers_it_and_the_bot_serves_it_from_the_registry(
         check=False,
         cwd=REPO,
     )
-    assert result.returncode == 0, result.stderr
-    assert "2 labels (cat, other)" in result.stdout
-    assert "__main__.is_cat" in result.stdout and "__main__.Brighten" in result.stdout
-
-    from model.registry import Registry
-
-    active = Registry(data_dir / "models").active()
-    assert active is not None and active.labels == ("cat", "other")
-    bot = start_bot(tmp_path, {"DATA_DIR": str(data_dir)})
-    try:
-        reply = bot.send_photo(images.coffee_jpeg())["replies"][0]
-        assert reply["text"].split(" ")[0] in ("cat", "other", "Not"), reply["text"]
-    finally:
-        assert bot.stop() == 0
 
 
 def test_importing_a_multi_label_learner_fails_clearly(tmp_path: Path) -> None:

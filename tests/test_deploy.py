@@ -1,18 +1,53 @@
-"""The Dockerfile and compose file, checked statically: no Docker engine runs here."""
+"""Deployment: the Dockerfile and compose file (statically; `make compose-check` runs them for
+real), the health check, the worker count under a container's CPU limit, a data folder the
+bot cannot write, the pinned versions and the lean torch install."""
 
 from __future__ import annotations
 
+import http.server
+import importlib.util
+import os
 import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from bot.__main__ import available_cpus, cgroup_cpu_quota, data_dir_problem
+from bot.config import load_settings
+from bot.healthcheck import healthz_url
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+def _load_script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+install_torch = _load_script("install_torch")
+
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def compose(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yml with ${VAR:-default} filled in from `environ`, as compose does."""
+    values = environ or {}
+
+    def fill(match: re.Match[str]) -> str:
+        return values.get(match[1]) or match[2] or ""
+
+    data = yaml.safe_load(_INTERPOLATION.sub(fill, (REPO / "docker-compose.yml").read_text()))
     assert isinstance(data, dict)
     return data
 
@@ -21,45 +56,90 @@ def dockerfile() -> str:
     return (REPO / "Dockerfile").read_text()
 
 
+def instructions() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined, comments out."""
+    joined = re.sub(r"\\\n", " ", dockerfile())
+    found = []
+    for line in joined.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            found.append((word.upper(), " ".join(rest.split())))
+    return found
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+def walk(node: object) -> Iterator[tuple[str, object]]:
+    """Every (key, value) pair anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key), value
+            yield from walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item)
+
+
+# ----------------------------------------------------------------------------- compose
+
+
 def test_compose_has_the_bot_with_env_file_volume_healthcheck_and_restart() -> None:
-    services = compose()["services"]
-    bot = services["bot"]
+    bot = compose()["services"]["bot"]
     assert bot["env_file"] == ".env"
-    assert any(v.endswith(":/data") for v in bot["volumes"])
-    assert "verdict-data" in compose()["volumes"]
+    assert compose({"ENV_FILE": "/tmp/check.env"})["services"]["bot"]["env_file"] == (
+        "/tmp/check.env"
+    )
+    assert "verdict-data:/data" in bot["volumes"] and "verdict-data" in compose()["volumes"]
     assert bot["environment"]["DATA_DIR"] == "/data"
-    assert "healthz" in " ".join(bot["healthcheck"]["test"])
+    assert bot["healthcheck"]["test"] == ["CMD", "python", "-m", "bot.healthcheck"]
     assert bot["restart"] in ("unless-stopped", "always")
-    limits = bot["deploy"]["resources"]["limits"]
-    assert float(limits["cpus"]) >= 1 and limits["memory"]
+    assert bot["deploy"]["resources"]["limits"]["memory"]
     assert bot["stop_grace_period"]
 
 
-def test_compose_gpu_profile_reserves_a_gpu_and_uses_cuda_wheels() -> None:
+def test_the_published_port_and_the_health_check_follow_port() -> None:
+    """PORT moves the mapping and the container's own PORT together; the health check reads
+    PORT in the container, so no port number is written into it."""
+    for environ, port in (({}, "8080"), ({"PORT": "9090"}, "9090")):
+        for name in ("bot", "bot-gpu"):
+            service = compose(environ)["services"][name]
+            assert service["ports"] == [f"{port}:{port}"], name
+            assert str(service["environment"]["PORT"]) == port, name
+            assert not re.search(r"\d{4}", " ".join(service["healthcheck"]["test"])), name
+
+
+def test_no_fixed_cpu_limit_that_a_small_host_would_refuse() -> None:
+    """A `cpus` above the host's CPUs makes compose refuse to start (a 1-vCPU VPS)."""
+    assert not [key for key, _ in walk(compose()) if key in ("cpus", "cpu_count", "cpuset")]
+
+
+def test_both_images_are_built_here_never_pulled() -> None:
+    services = compose()["services"]
+    assert {name: s["pull_policy"] for name, s in services.items()} == {
+        "bot": "build",
+        "bot-gpu": "build",
+    }
+    args = services["bot"]["build"]["args"]
+    assert args["BASE_IMAGE"] == "python:3.11-slim"
+    assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    overridden = compose({"BASE_IMAGE": "verdict-base:bookworm", "TORCH_INDEX": "https://x/"})
+    assert overridden["services"]["bot"]["build"]["args"] == {
+        "BASE_IMAGE": "verdict-base:bookworm",
+        "TORCH_INDEX": "https://x/",
+    }
+
+
+def test_compose_gpu_profile_reserves_a_gpu_and_takes_pypis_cuda_build() -> None:
     gpu = compose()["services"]["bot-gpu"]
     assert gpu["profiles"] == ["gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    assert "/whl/cu" in gpu["build"]["args"]["TORCH_INDEX"]
-
-
-def test_dockerfile_uses_cpu_wheels_a_dependency_layer_and_a_non_root_user() -> None:
-    text = dockerfile()
-    assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim", text, re.MULTILINE)
-    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in text
-    assert '--index-url "${TORCH_INDEX}" torch torchvision' in text
-    # pyproject.toml is copied (and installed) before the sources: a cached dependency layer.
-    assert text.index("COPY pyproject.toml") < text.index("COPY bot ")
-    user = re.findall(r"^USER (\S+)", text, re.MULTILINE)
-    assert user and user[-1] not in ("root", "0")
-    assert "HEALTHCHECK" in text and "/healthz" in text
-    assert 'CMD ["python", "-m", "bot"]' in text
-
-
-def test_no_secret_is_baked_into_the_image() -> None:
-    text = dockerfile()
-    assert "TELEGRAM_TOKEN" not in text and "WEBHOOK_SECRET" not in text
-    assert ".env" in (REPO / ".dockerignore").read_text().split()
+    assert gpu["build"]["args"]["TORCH_INDEX"] == "https://pypi.org/simple"
+    assert gpu["environment"]["INFERENCE_DEVICE"] == "cuda"
 
 
 def test_every_env_example_key_reaches_the_container_through_env_file() -> None:
@@ -68,8 +148,366 @@ def test_every_env_example_key_reaches_the_container_through_env_file() -> None:
     assert not {"TELEGRAM_TOKEN", "ADMIN_IDS", "WEBHOOK_SECRET"} & set(environment)
 
 
+# ----------------------------------------------------------------------------- Dockerfile
+
+
+def test_nothing_makes_the_build_contact_docker_hub_for_a_frontend() -> None:
+    """A `# syntax=` line makes every build pull the Dockerfile frontend image."""
+    assert not re.search(r"^#\s*syntax\s*=", dockerfile(), re.MULTILINE | re.IGNORECASE)
+
+
+def test_the_base_image_is_a_build_argument() -> None:
+    steps = instructions()
+    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
+    assert [args for word, args in steps if word == "FROM"] == [
+        "${BASE_IMAGE} AS requirements",
+        "${BASE_IMAGE}",
+    ]
+
+
+def test_the_dependency_layer_depends_on_the_dependency_list_and_the_pins_only() -> None:
+    """Before the dependencies are installed, the final stage copies only constraints.txt and
+    the dependency list the first stage read out of pyproject.toml: a README or source edit
+    leaves the cached layer alone."""
+    stage = final_stage()
+    install = next(i for i, (word, args) in enumerate(stage) if "-r requirements.txt" in args)
+    copied = [args for word, args in stage[:install] if word in ("COPY", "ADD")]
+    assert copied == ["constraints.txt ./", "--from=requirements /requirements.txt ./"]
+    later = " ".join(args for word, args in stage[install:] if word == "COPY")
+    assert "README.md" in later and "bot ./bot" in later
+    first_stage = instructions()[: instructions().index(stage[0])]
+    assert [args for word, args in first_stage if word == "COPY"] == [
+        "pyproject.toml /src/pyproject.toml"
+    ]
+
+
+def test_every_install_in_the_image_is_pinned_by_constraints_txt() -> None:
+    runs = " && ".join(args for word, args in final_stage() if word == "RUN")
+    installs = [part.strip() for part in runs.split("&&") if "pip install" in part]
+    assert len(installs) == 4, installs
+    for command in installs[:3]:
+        assert "-c constraints.txt" in command, command
+    assert '--index-url "${TORCH_INDEX}" torch torchvision' in installs[1]
+    # The project itself last, without dependencies: nothing unpinned comes in with it.
+    assert installs[3].startswith("pip install --no-deps")
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile()
+
+
+def test_the_image_runs_as_a_normal_user_with_a_health_check() -> None:
+    stage = final_stage()
+    users = [args for word, args in stage if word == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    (health,) = [args for word, args in stage if word == "HEALTHCHECK"]
+    assert health.endswith('CMD ["python", "-m", "bot.healthcheck"]') and "8080" not in health
+    assert stage[-1] == ("CMD", '["python", "-m", "bot"]')
+
+
+def test_no_secret_is_baked_into_the_image() -> None:
+    text = dockerfile()
+    assert "TELEGRAM_TOKEN" not in text and "WEBHOOK_SECRET" not in text
+    assert ".env" in (REPO / ".dockerignore").read_text().split()
+
+
 def test_the_sandbox_stays_out_of_the_image() -> None:
     """sandbox/ is for development: not copied, not even in the build context."""
-    copied = re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile(), re.MULTILINE)
-    assert copied and not [c for c in copied if "sandbox" in c or c.split()[0] == "."]
+    copied = [
+        source
+        for word, args in instructions()
+        if word == "COPY"
+        for source in args.split()[:-1]
+        if not source.startswith("--")
+    ]
+    assert "bot" in copied and not [c for c in copied if "sandbox" in c or c in (".", "./")]
     assert "sandbox" in (REPO / ".dockerignore").read_text().split()
+
+
+# ----------------------------------------------------------------------------- pins
+
+
+def pins() -> dict[str, str]:
+    found = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and re.fullmatch(r"[\w.!]+", version), line
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return found
+
+
+def test_constraints_pin_every_dependency_and_agree_with_pyproject() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pinned = pins()
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    for requirement in wanted:
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement)[0]).lower()
+        assert name in pinned, requirement
+        exact = re.search(r"==([\w.]+)$", requirement)
+        if exact:
+            assert pinned[name] == exact[1], requirement
+    assert pinned["torch"] == "2.14.1" and pinned["torchvision"] == "0.29.1"
+
+
+def test_every_pin_installs_on_the_oldest_python_the_project_allows() -> None:
+    """A pin that wants Python 3.11.5 breaks the image on Debian 12's 3.11.2 (soupsieve 3.x
+    did). Read from the installed packages' metadata, for those installed at their pin."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    floor = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    oldest = re.fullmatch(r">=\s*(\d+\.\d+)", floor)
+    assert oldest, floor
+    checked = 0
+    for name, version in pins().items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.version.split("+")[0] != version:
+            continue
+        needs = dist.metadata.get("Requires-Python") or ""
+        assert SpecifierSet(needs).contains(f"{oldest[1]}.0"), f"{name}=={version}: {needs}"
+        checked += 1
+    assert checked > 50
+
+
+def test_make_installs_with_the_constraints_and_torch_first() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in recipe.splitlines()[1:]]
+    assert lines[0] == "$(BIN)/python scripts/install_torch.py $(BIN)/pip"
+    assert lines[1] == '$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[test]"'
+    assert "CONSTRAINTS := constraints.txt" in makefile
+
+
+def test_version_prints_the_installed_versions_without_importing_torch() -> None:
+    code = (
+        "import sys; from bot.__main__ import main; status = main(['--version']); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(status)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first.startswith(f"verdict {metadata.version('verdict')} (python 3.")
+    assert "torch 2.14.1" in first and "torchvision 0.29.1" in first and "fastai 2." in first
+    assert second == "no torch"
+
+
+# ----------------------------------------------------------------------------- health check
+
+
+class _Healthz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def run_healthcheck(port: int, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY")}
+    env.update({"PORT": str(port), "HTTP_HOST": "0.0.0.0", "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "bot.healthcheck"],
+        cwd=tmp_path,  # no .env of the developer's
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_health_check_asks_the_port_from_port(tmp_path: Path) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Healthz)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert run_healthcheck(port, tmp_path).returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    down = run_healthcheck(port, tmp_path)
+    assert down.returncode == 1 and f"127.0.0.1:{port}/healthz" in down.stdout
+
+
+def test_the_health_check_url_follows_the_settings() -> None:
+    def url(**environ: str) -> str:
+        return healthz_url(load_settings(environ, env_file=None))
+
+    assert url(PORT="9090", HTTP_HOST="0.0.0.0") == "http://127.0.0.1:9090/healthz"
+    assert url(PORT="81", HTTP_HOST="10.1.2.3") == "http://10.1.2.3:81/healthz"
+    assert url(PORT="81", HTTP_HOST="::") == "http://127.0.0.1:81/healthz"
+
+
+# ----------------------------------------------------------------------------- CPUs
+
+
+def cgroup(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """A fake /sys/fs/cgroup holding `files` and a fake /proc/self/cgroup saying `proc`."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    proc_file = tmp_path / "proc-cgroup"
+    proc_file.write_text(proc)
+    return root, proc_file
+
+
+def test_a_cgroup_v2_quota_in_a_container_caps_the_cpus(tmp_path: Path) -> None:
+    """`docker run --cpus 1.5`: cpu.max "150000 100000" at the container's cgroup root."""
+    root, proc = cgroup(
+        tmp_path, "0::/\n", {"cgroup.controllers": "cpu memory", "cpu.max": "150000 100000\n"}
+    )
+    assert cgroup_cpu_quota(root, proc) == pytest.approx(1.5)
+    assert available_cpus(root, proc) == 1
+
+
+def test_the_tightest_quota_on_the_way_up_counts(tmp_path: Path) -> None:
+    """On a host, the process's cgroup and every ancestor may carry a quota."""
+    root, proc = cgroup(
+        tmp_path,
+        "0::/machine.slice/app.scope\n",
+        {
+            "cgroup.controllers": "cpu",
+            "cpu.max": "max 100000\n",
+            "machine.slice/cpu.max": "200000 100000\n",
+            "machine.slice/app.scope/cpu.max": "max 100000\n",
+        },
+    )
+    assert cgroup_cpu_quota(root, proc) == pytest.approx(2.0)
+
+
+def test_no_quota_means_the_affinity_decides(tmp_path: Path) -> None:
+    root, proc = cgroup(tmp_path, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "max 100000"})
+    assert cgroup_cpu_quota(root, proc) is None
+    assert available_cpus(root, proc) == len(os.sched_getaffinity(0))
+
+
+def test_a_cgroup_v1_quota_is_read_too(tmp_path: Path) -> None:
+    """Docker on cgroup v1 names the container's cgroup by its host path in /proc, but mounts
+    that cgroup itself at /sys/fs/cgroup/cpu."""
+    root, proc = cgroup(
+        tmp_path,
+        "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n",
+        {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+    )
+    assert cgroup_cpu_quota(root, proc) == pytest.approx(1.0)
+    assert available_cpus(root, proc) == 1
+
+
+def test_a_quota_below_one_cpu_still_gets_one_worker(tmp_path: Path) -> None:
+    root, proc = cgroup(
+        tmp_path, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "50000 100000"}
+    )
+    assert available_cpus(root, proc) == 1
+
+
+def test_unreadable_cgroup_files_mean_no_quota(tmp_path: Path) -> None:
+    assert cgroup_cpu_quota(tmp_path / "none", tmp_path / "missing") is None
+    root, proc = cgroup(tmp_path, "0::/\n", {"cgroup.controllers": "cpu", "cpu.max": "junk"})
+    assert cgroup_cpu_quota(root, proc) is None
+
+
+# ----------------------------------------------------------------------------- data folder
+
+
+def deny(monkeypatch: pytest.MonkeyPatch, blocked: Path) -> None:
+    """os.access says no for `blocked` (the tests run as root, whom chmod does not stop)."""
+    real = os.access
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        return Path(path) != blocked and real(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def test_a_data_folder_the_bot_cannot_write_gets_a_fix_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bind mount owned by someone else: the message names the folder and the chown."""
+    data = tmp_path / "data"
+    (data / "feedback").mkdir(parents=True)
+    assert data_dir_problem(data) is None
+    deny(monkeypatch, data / "feedback")
+    problem = data_dir_problem(data)
+    assert problem is not None
+    assert f"cannot write {data / 'feedback'}." in problem
+    assert f"sudo chown -R {os.getuid()}:{os.getgid()} ./data" in problem
+    assert [p.name for p in data.iterdir()] == ["feedback"]  # it created nothing
+
+
+def test_a_missing_data_folder_is_checked_where_it_would_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deny(monkeypatch, tmp_path)
+    problem = data_dir_problem(tmp_path / "data" / "deeper")
+    assert problem is not None and f"cannot write {tmp_path}." in problem
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_bot_refuses_to_start_on_an_unwritable_data_folder(tmp_path: Path) -> None:
+    """As the image's user on a root-owned bind mount: exit 2 with the fix, no traceback."""
+    code = (
+        "import os, sys; from pathlib import Path; real = os.access; "
+        f"os.access = lambda p, m, **k: Path(p) != Path({str(tmp_path)!r}) and real(p, m, **k); "
+        "from bot.__main__ import main; sys.exit(main())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DATA_"))}
+    env.update({"DATA_DIR": str(tmp_path / "data"), "TELEGRAM_TOKEN": "123:abc"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "is not writable" in result.stderr and "sudo chown -R" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_image_user_owns_its_data_folder() -> None:
+    """What a named volume copies on first use; a bind mount needs the chown the bot names."""
+    run = " ".join(args for word, args in final_stage() if word == "RUN")
+    assert "useradd --create-home --uid 10001 verdict" in run
+    assert "chown verdict:verdict /data" in run
+
+
+# ----------------------------------------------------------------------------- lean install
+
+
+def test_torch_comes_from_the_cpu_index_only_without_a_gpu_and_when_it_answers() -> None:
+    def choose(gpu: bool, answers: bool, **environ: str) -> str | None:
+        index, why = install_torch.choose_index(environ, "linux", lambda: gpu, lambda _: answers)
+        assert why
+        chosen: str | None = index
+        return chosen
+
+    cpu = install_torch.CPU_INDEX
+    assert choose(gpu=False, answers=True) == cpu
+    assert choose(gpu=False, answers=False) is None  # PyPI, with the other dependencies
+    assert choose(gpu=True, answers=True) is None  # PyPI's CUDA build
+    assert choose(gpu=True, answers=True, TORCH_INDEX="https://mirror/") == "https://mirror/"
+    index, _ = install_torch.choose_index({}, "darwin", lambda: False, lambda _: True)
+    assert index is None
+
+
+def test_an_unreachable_index_is_given_up_on_quickly() -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    assert not install_torch.reachable(f"http://127.0.0.1:{port}/whl/cpu", timeout_s=2)
+    assert not install_torch.reachable("http://no-such-host.invalid/whl/cpu", timeout_s=2)
+    assert time.monotonic() - started < 10

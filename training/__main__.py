@@ -1,7 +1,7 @@
 """Command line for training-side tasks: ``python -m training <command> ...``.
 
 Each command imports what it needs when it runs, so that light commands (such as
-``export-feedback``) never pay for importing torch and fastai.
+``export-feedback`` and ``labels``) never pay for importing torch and fastai.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(commands)
     _add_use(commands)
     _add_import(commands)
+    _add_labels(commands)
     return parser
 
 
@@ -179,7 +180,10 @@ def _add_fit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     fit.add_argument(
         "--reviewed-only",
         action="store_true",
-        help="with --with-feedback: only items an admin reviewed",
+        help=(
+            "with --with-feedback: only items an admin reviewed (/review), or whose new label "
+            "an admin accepted (/labels, `labels add|merge`)"
+        ),
     )
     _data_dir_option(fit)
     fit.set_defaults(handler=_fit)
@@ -353,13 +357,16 @@ def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=(
             "Load FILE once in a separate process to check it and summarise it (architecture, "
             "labels, input size, what had to be patched), then register it as a new model "
-            "version with its sha256. Unpickling runs code from the file: import only files "
-            "you trust."
+            "version with its sha256 and make it active (as fit does). Unpickling runs code "
+            "from the file: import only files you trust."
         ),
     )
     imported.add_argument("file", metavar="FILE", type=Path, help="an export.pkl")
     imported.add_argument(
-        "--activate", action="store_true", help="make it the active version right away"
+        "--activate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="make it the active version (the default); --no-activate only registers it",
     )
     _data_dir_option(imported)
     imported.set_defaults(handler=_import)
@@ -376,8 +383,68 @@ def _import(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(describe(card))
     if args.activate:
-        print(f"{card.version} is now active; a running bot switches on /use or restart.")
+        print(
+            f"{card.version} is now active: a running bot switches on /use {card.version} or "
+            "when it restarts."
+        )
+    else:
+        print(
+            f"{card.version} is registered but not active; switch to it with "
+            f"`python -m training use {card.version}` (a running bot: /use {card.version})."
+        )
     return 0
+
+
+def _add_labels(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    labels = commands.add_parser(
+        "labels",
+        help="new labels users typed: list them, add, merge or reject them (like /labels)",
+        description=(
+            "List the labels users typed as corrections that the active model does not know, "
+            "grouped by spelling (case, spaces and Unicode forms ignored; close spellings "
+            "named), with their photos and users; or decide about one. An added label becomes "
+            "a class at the next `fit --with-feedback` (and /retrain); a merged one trains as "
+            "the label it is merged into; a rejected one stays in the log and is never trained."
+        ),
+    )
+    labels.add_argument("--json", action="store_true", help="print the proposals as JSON")
+    _data_dir_option(labels)
+    labels.set_defaults(handler=_labels, action=None)
+    actions = labels.add_subparsers(dest="action", metavar="ACTION")
+    for name, summary in (
+        ("add", "make LABEL a class of its own"),
+        ("reject", "keep LABEL's corrections out of training (they stay in the log)"),
+        ("undo", "take back the decision on LABEL (it waits for a decision again)"),
+    ):
+        action = actions.add_parser(
+            name, help=summary, description=summary[0].upper() + summary[1:] + "."
+        )
+        action.add_argument("label", metavar="LABEL", help="as users typed it (any case)")
+        action.add_argument(
+            "--data-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+    merge = actions.add_parser(
+        "merge",
+        help="train LABEL's corrections as INTO (a typo or a synonym)",
+        description="Train LABEL's corrections as INTO, e.g. `labels merge gras grass`.",
+    )
+    merge.add_argument("label", metavar="LABEL", help="as users typed it (any case)")
+    merge.add_argument("into", metavar="INTO", help="the label to train them as")
+    merge.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _labels(args: argparse.Namespace) -> int:
+    from training.labels import run_labels
+
+    data_dir: Path = args.data_dir or default_data_dir()
+    return run_labels(
+        data_dir,
+        _registry(args),
+        action=args.action,
+        label=getattr(args, "label", None),
+        into=getattr(args, "into", None),
+        as_json=args.json,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,13 @@ every image exactly as the bot does (`model.images.decode_image`: EXIF orientati
 transparency on white), skips and lists the unreadable ones, drops exact duplicates, and writes
 upright RGB copies shrunk to the size training needs into a working folder. Bad data raises
 `DataError` with a message for people. Nothing here imports torch or fastai.
+
+A feedback image whose label has no folder trains as the admins decided (/labels in the bot,
+`python -m training labels`): an added label becomes a class of its own (when it has at least
+`min_images` photos; else it is named with how many more it needs), a merged one trains as the
+label it was merged into; rejected and undecided labels are left out and counted. Some of the
+disputed photos are held out from training (the same ones every time: chosen by content hash)
+so that the fit can compare the old and the new model on them.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ import hashlib
 import logging
 import os
 import random
+import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -34,6 +43,9 @@ from model.types import (
     UnsupportedImage,
 )
 
+if TYPE_CHECKING:
+    from model.feedback import LabelDecision
+
 logger = logging.getLogger(__name__)
 
 MIN_IMAGES_PER_LABEL = 3
@@ -43,6 +55,10 @@ IMAGE_SUFFIXES = frozenset(
 )
 FEEDBACK_PREFIX = "feedback"
 PREPARED_QUALITY = 95
+# A quarter of each label's disputed photos is held out from training, once there are this
+# many disputed photos in all (fewer make no figure worth reading).
+HOLDOUT_SHARE = 0.25
+MIN_DISPUTED_FOR_HOLDOUT = 10
 
 
 class DataError(Exception):
@@ -57,6 +73,7 @@ class Source:
     label: str
     name: str  # "coffee/IMG_0001.jpg", or "feedback/coffee/<sha256>.jpg"
     from_feedback: bool = False
+    disputed: bool = False  # a user tapped ❌ Wrong (or 🤷 Not sure) on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,7 @@ class Example:
     size: int  # bytes of the original file
     sha256: str  # of the original file
     from_feedback: bool = False
+    disputed: bool = False
 
 
 @dataclass
@@ -79,7 +97,13 @@ class FeedbackSummary:
     added: Counter[str] = field(default_factory=Counter)  # label → images added
     already_there: int = 0  # the same image is already in that label's folder
     conflicts: list[str] = field(default_factory=list)  # in a folder under another label
-    unknown_labels: Counter[str] = field(default_factory=Counter)  # no folder for the label
+    unknown_labels: Counter[str] = field(default_factory=Counter)  # no folder, no proposal
+    pending: Counter[str] = field(default_factory=Counter)  # new labels awaiting a decision
+    rejected: Counter[str] = field(default_factory=Counter)  # new labels the admins rejected
+    merged: dict[str, str] = field(default_factory=dict)  # label typed → label it trains as
+    new_labels: list[str] = field(default_factory=list)  # added labels trained as classes
+    short: dict[str, int] = field(default_factory=dict)  # added labels with too few photos
+    min_images: int = MIN_IMAGES_PER_LABEL
 
     @property
     def total(self) -> int:
@@ -100,12 +124,44 @@ class FeedbackSummary:
                 f"  {len(self.conflicts)} left out: the same image is in a folder under another "
                 f"label (the folder wins): {', '.join(self.conflicts[:10])}"
             )
-        if self.unknown_labels:
-            unknown = ", ".join(
-                f"{label!r} ({n})" for label, n in sorted(self.unknown_labels.items())
+        if self.new_labels:
+            lines.append(
+                "  new labels the admins added, trained as classes: "
+                + ", ".join(f"{label!r} ({self.added[label]})" for label in self.new_labels)
             )
-            lines.append(f"  left out, no folder for their label: {unknown}")
+        if self.merged:
+            merged = ", ".join(f"{a!r} → {b!r}" for a, b in sorted(self.merged.items()))
+            lines.append(f"  merged by the admins: {merged}")
+        for label, n in sorted(self.short.items()):
+            lines.append(
+                f"  left out: {label!r} has {n} photo{'s' if n != 1 else ''}, it needs "
+                f"{self.min_images - n} more to be trained (at least {self.min_images})"
+            )
+        if self.rejected:
+            lines.append(f"  rejected by the admins, not trained: {_counts(self.rejected)}")
+        if self.pending:
+            lines.append(
+                "  not yet accepted (decide in /labels or with `python -m training labels`): "
+                + _counts(self.pending)
+            )
+        if self.unknown_labels:
+            lines.append(f"  left out, no folder for their label: {_counts(self.unknown_labels)}")
         return lines
+
+    def labels_json(self) -> dict[str, object]:
+        """What became of the new labels, for the version's card (the bot's /retrain reads it)."""
+        return {
+            "added": {label: self.added[label] for label in self.new_labels},
+            "merged": dict(sorted(self.merged.items())),
+            "short": dict(sorted(self.short.items())),
+            "rejected": dict(self.rejected.most_common()),
+            "pending": dict(self.pending.most_common()),
+            "min_images": self.min_images,
+        }
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{label!r} ({n})" for label, n in sorted(counter.items()))
 
 
 @dataclass
@@ -119,6 +175,8 @@ class Dataset:
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (name, same as name)
     ignored: list[str] = field(default_factory=list)  # files that are not images by name
     feedback: FeedbackSummary | None = None
+    held_out: list[Example] = field(default_factory=list)  # disputed photos not trained on
+    holdout_note: str | None = None  # why none were held out, when none were
 
     def counts(self) -> Counter[str]:
         """Images per label."""
@@ -174,6 +232,15 @@ class Dataset:
             lines.append(f"Ignored {len(self.ignored)} file(s) that are not images: {shown}")
         if self.feedback is not None:
             lines.extend(self.feedback.describe())
+            if self.held_out:
+                held = Counter(example.label for example in self.held_out)
+                lines.append(
+                    f"Held out from training: {len(self.held_out)} disputed photos "
+                    f"({', '.join(f'{label} {n}' for label, n in sorted(held.items()))}), to "
+                    "compare the old and the new model on"
+                )
+            elif self.holdout_note:
+                lines.append(f"No disputed photos held out: {self.holdout_note}")
         return lines
 
 
@@ -246,31 +313,133 @@ def feedback_sources(
     out_dir: Path,
     reviewed_only: bool = False,
 ) -> tuple[list[Source], FeedbackSummary]:
-    """Export the feedback log into `out_dir`; the images whose label has a folder here.
+    """Export the feedback log into `out_dir`; the images to train on, each with its label.
 
-    Each exported image comes with the label it trains as (`ExportSummary.files`). Labels
-    match exactly, else ignoring case ("Latte" joins the folder "latte"). Images whose label
-    has no folder are left out and counted: a new label needs a folder of its own.
+    A label trains as the folder it names (exactly, else by its key: "Latte " joins "latte"),
+    else as the admins decided: added (a class of its own), merged (the label merged into);
+    rejected and undecided labels are left out and counted. With `reviewed_only`, an image
+    whose label has a folder is taken only when an admin reviewed it (/review); one whose new
+    label an admin accepted (/labels) is taken as it is: that decision was the review.
     """
+    from model.feedback import LabelBook, Outcome, label_key
     from model.feedback.export import ExportError, export_feedback
 
     try:
-        exported = export_feedback(data_dir, out_dir, reviewed_only=reviewed_only)
+        # Everything: `reviewed_only` is applied below, where the label decisions are known.
+        exported = export_feedback(data_dir, out_dir)
     except ExportError as exc:
         raise DataError(f"--with-feedback: {exc}") from None
-    by_name = {label: label for label in labels}
-    by_casefold = {label.casefold(): label for label in labels}
+    facts, decisions, proposed = _feedback_facts(data_dir, labels)
+    book = LabelBook(labels, decisions)
     summary = FeedbackSummary()
     sources = []
     for image in sorted(exported.files, key=lambda image: image.path):
-        summary.exported += 1
-        target = by_name.get(image.label) or by_casefold.get(image.label.casefold())
-        if target is None:
-            summary.unknown_labels[image.label] += 1
+        resolution = book.resolve(image.label)
+        fact = facts.get(image.path.stem, _ImageFacts())
+        if resolution.outcome is Outcome.REJECTED:
+            summary.rejected[resolution.label] += 1
             continue
+        if resolution.outcome is Outcome.PENDING:
+            if label_key(resolution.label) in proposed:
+                summary.pending[resolution.label] += 1
+            else:
+                summary.unknown_labels[resolution.label] += 1
+            continue
+        if reviewed_only and resolution.outcome is Outcome.CLASS and not fact.reviewed:
+            continue
+        summary.exported += 1
+        target = resolution.label
+        if resolution.outcome is Outcome.MERGED:
+            summary.merged[image.label] = target
         name = f"{FEEDBACK_PREFIX}/{target}/{image.path.name}"
-        sources.append(Source(image.path, target, name, True))
+        sources.append(Source(image.path, target, name, True, fact.disputed))
     return sources, summary
+
+
+@dataclass(frozen=True, slots=True)
+class _ImageFacts:
+    """What the feedback log says about a kept image (by its sha256)."""
+
+    disputed: bool = False  # a user disputed a prediction on it
+    reviewed: bool = False  # an admin confirmed or relabelled it
+
+
+def _feedback_facts(
+    data_dir: Path, labels: Sequence[str]
+) -> tuple[dict[str, _ImageFacts], dict[str, LabelDecision], set[str]]:
+    """Per image sha256 its facts; the admins' label decisions; the keys of the proposals."""
+    from model.feedback import DISPUTED_KINDS, FeedbackError, FeedbackStore, ReviewDecision
+
+    try:
+        store = FeedbackStore.open(data_dir, create=False)
+        try:
+            entries = store.labelled_entries()
+            decisions = store.labels.decisions()
+            proposals = store.labels.proposals(labels)
+        finally:
+            store.close()
+    except (FeedbackError, sqlite3.Error) as exc:
+        raise DataError(f"--with-feedback: cannot read the feedback log: {exc}") from exc
+    facts: dict[str, _ImageFacts] = {}
+    for entry in entries:
+        sha = entry.prediction.image_sha256
+        if sha is None:
+            continue
+        disputed = entry.verdict is not None and entry.verdict.kind in DISPUTED_KINDS
+        reviewed = entry.review is not None and entry.review.decision != ReviewDecision.DISCARD
+        before = facts.get(sha, _ImageFacts())
+        facts[sha] = _ImageFacts(before.disputed or disputed, before.reviewed or reviewed)
+    keys = {p.key for p in (*proposals.pending, *proposals.decided)}
+    return facts, decisions, keys
+
+
+def accepted_labels(
+    examples: list[Example], classes: Sequence[str], min_images: int, summary: FeedbackSummary
+) -> list[Example]:
+    """`examples` without those of added labels (no folder) that have too few photos.
+
+    The added labels kept are listed in `summary.new_labels`, the others in `summary.short`.
+    """
+    folders = set(classes)
+    counts = Counter(example.label for example in examples if example.label not in folders)
+    short = {label: n for label, n in counts.items() if n < min_images}
+    summary.short = dict(sorted(short.items()))
+    summary.new_labels = sorted(set(counts) - set(short))
+    summary.min_images = min_images
+    for label in short:
+        del summary.added[label]
+    return [example for example in examples if example.label not in short]
+
+
+def hold_out_disputed(
+    examples: list[Example], min_images: int
+) -> tuple[list[Example], list[Example], str | None]:
+    """Split off `HOLDOUT_SHARE` of each label's disputed photos: (kept, held out, why none).
+
+    The choice goes by content hash, so the same photos are held out at every fit, and a label
+    keeps at least `min_images` photos to train on. Nothing is held out when there are fewer
+    than `MIN_DISPUTED_FOR_HOLDOUT` disputed photos in all.
+    """
+    disputed = [i for i, example in enumerate(examples) if example.disputed]
+    if len(disputed) < MIN_DISPUTED_FOR_HOLDOUT:
+        return (
+            examples,
+            [],
+            f"too few disputed photos to hold some out ({len(disputed)}; at least "
+            f"{MIN_DISPUTED_FOR_HOLDOUT} are needed)",
+        )
+    counts = Counter(example.label for example in examples)
+    by_label: dict[str, list[int]] = {}
+    for index in disputed:
+        by_label.setdefault(examples[index].label, []).append(index)
+    held: set[int] = set()
+    for label, indices in sorted(by_label.items()):
+        take = min(round(len(indices) * HOLDOUT_SHARE), counts[label] - min_images)
+        held.update(sorted(indices, key=lambda i: examples[i].sha256)[: max(0, take)])
+    if not held:
+        return examples, [], "no label has enough disputed photos to hold some out"
+    kept = [example for i, example in enumerate(examples) if i not in held]
+    return kept, [examples[i] for i in sorted(held)], None
 
 
 def collect(
@@ -331,7 +500,18 @@ def collect(
         examples.append(outcome)
         if summary is not None and source.from_feedback:
             summary.added[source.label] += 1
-    dataset = Dataset(root, labels, examples, skipped, duplicates, ignored, summary)
+    held_out: list[Example] = []
+    holdout_note = None
+    if summary is not None:
+        examples = accepted_labels(examples, labels, min_images, summary)
+        labels = sorted({*labels, *summary.new_labels})
+        examples, held_out, holdout_note = hold_out_disputed(examples, min_images)
+        for example in held_out:  # counted as added, but only held out
+            summary.added[example.label] -= 1
+        summary.added = +summary.added
+    dataset = Dataset(
+        root, labels, examples, skipped, duplicates, ignored, summary, held_out, holdout_note
+    )
     counts = dataset.counts()
     note = ""
     if skipped:
@@ -390,6 +570,7 @@ def _prepare_one(source: Source, target: Path, presize: int, max_pixels: int) ->
         len(data),
         hashlib.sha256(data).hexdigest(),
         source.from_feedback,
+        source.disputed,
     )
 
 

@@ -246,6 +246,13 @@ def _train_and_register(
                 f"  {names.get(Path(miss.item), miss.item)}: {miss.actual}, predicted "
                 f"{miss.predicted} ({miss.probability:.0%})"
             )
+    if dataset.feedback is not None:
+        # The evidence: the old and the new model on disputed photos neither trained on.
+        from training.holdout import compare_on_held_out, format_comparison
+
+        metrics["disputed_holdout"] = compare_on_held_out(learn, dataset, registry, parent, out)
+        for line in format_comparison(metrics["disputed_holdout"]):
+            out(line)
 
     learn.path = work
     with warnings.catch_warnings():
@@ -280,6 +287,8 @@ def _train_and_register(
             "with_feedback": options.with_feedback,
             "reviewed_only": options.reviewed_only,
             "feedback_per_label": dict(sorted(feedback.added.items())) if feedback else {},
+            "feedback_labels": feedback.labels_json() if feedback else {},
+            "held_out_images": len(dataset.held_out),
             "skipped_images": len(dataset.skipped),
             "prepare_seconds": round(prepare_s, 1),  # checking and shrinking the images
             "train_seconds": round(train_s, 1),  # building the learner, lr_find, fine_tune

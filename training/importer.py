@@ -40,7 +40,7 @@ def inspect_learner(path: Path) -> dict[str, Any]:
     return summary
 
 
-def import_learner(path: Path, registry: Registry, *, activate: bool = False) -> ModelCard:
+def import_learner(path: Path, registry: Registry, *, activate: bool = True) -> ModelCard:
     """Check, summarise and register `path`; returns the new version's card."""
     if not path.is_file():
         raise ImportFailed(f"no such file: {path}")

@@ -12,9 +12,12 @@ database (WAL) at ``DATA_DIR/feedback/feedback.sqlite3`` and the kept images bes
     queries     reads: stats, disputes, the review queue, labelled items
     store       `FeedbackStore`, the synchronous core (one connection, one thread)
     settings    run-time settings (`SqliteSettingsStore`)
+    labels      labels users typed that the model does not know: keys, proposals, decisions
+    labeltable  the decisions' table and the proposals read from the verdicts (`SqliteLabelLog`)
     interfaces  the protocols the bot is written against, one per kind of caller
     front       `SqliteFeedbackLog`, the async front (every call on one dedicated thread)
     export      the labelled images as label folders and a manifest, for training
+    health      a full disk, a locked or corrupt database: `FeedbackUnavailable`, set aside
 
 Nothing here imports torch, fastai, Pillow or telegram.
 """
@@ -22,14 +25,35 @@ Nothing here imports torch, fastai, Pillow or telegram.
 from __future__ import annotations
 
 from model.feedback.front import SqliteFeedbackLog
+from model.feedback.health import FeedbackUnavailable, Trouble
 from model.feedback.imagestore import ORPHAN_GRACE_S
 from model.feedback.interfaces import (
+    LabelLog,
     PredictionLog,
     PrivacyLog,
     ReviewLog,
     SettingsStore,
     VerdictLog,
 )
+from model.feedback.labels import (
+    MAX_TYPED_LABEL_LENGTH,
+    DecisionOutcome,
+    InvalidLabelDecision,
+    LabelBook,
+    LabelDecision,
+    LabelDecisionKind,
+    LabelProblem,
+    LabelProposals,
+    Outcome,
+    Proposal,
+    Resolution,
+    UnknownLabel,
+    display_label,
+    label_id,
+    label_key,
+    typed_label_problem,
+)
+from model.feedback.labeltable import LabelTable, SqliteLabelLog
 from model.feedback.records import (
     DISPUTED_KINDS,
     MAX_LABEL_LENGTH,
@@ -73,24 +97,38 @@ __all__ = [
     "DISPUTED_KINDS",
     "MAX_LABEL_LENGTH",
     "MAX_SETTING_KEY_LENGTH",
+    "MAX_TYPED_LABEL_LENGTH",
     "ORPHAN_GRACE_S",
     "REVIEW_DECISIONS",
     "SCHEMA_VERSION",
     "VERDICT_KINDS",
     "AnsweredPhoto",
+    "DecisionOutcome",
     "DisputeEntry",
     "FeedbackError",
     "FeedbackLogClosed",
     "FeedbackStats",
     "FeedbackStore",
+    "FeedbackUnavailable",
     "ForgetSummary",
+    "InvalidLabelDecision",
     "InvalidReview",
     "InvalidVerdict",
+    "LabelBook",
+    "LabelDecision",
+    "LabelDecisionKind",
+    "LabelLog",
+    "LabelProblem",
+    "LabelProposals",
+    "LabelTable",
     "LabelledEntry",
     "MissingDatabase",
+    "Outcome",
     "PredictionLog",
     "PredictionRecord",
     "PrivacyLog",
+    "Proposal",
+    "Resolution",
     "ReviewDecision",
     "ReviewItem",
     "ReviewLog",
@@ -98,16 +136,23 @@ __all__ = [
     "SettingsStore",
     "SettingsTable",
     "SqliteFeedbackLog",
+    "SqliteLabelLog",
     "SqliteSettingsStore",
+    "Trouble",
+    "UnknownLabel",
     "UnknownPrediction",
     "VerdictKind",
     "VerdictLog",
     "VerdictOutcome",
     "VerdictRecord",
     "database_path",
+    "display_label",
     "feedback_dir",
     "image_extension",
     "is_reviewable",
+    "label_id",
+    "label_key",
     "migrate",
     "normalize_label",
+    "typed_label_problem",
 ]

@@ -8,8 +8,9 @@ for every disputed image ("wrong": the corrected label) and every kept image use
 included. An admin's review overrides the verdict: "confirm" and "relabel" put the image under
 the reviewed label (uncertain items without a verdict included), "discard" keeps it out of the
 folders; the manifest's `review` column says which. `ExportSummary.files` lists each image
-written with the label it trains as (what `training.data` takes). Nothing here imports torch,
-fastai, Pillow or telegram.
+written with the label it trains as (what `training.data` takes). Labels are typed by users: no
+manifest cell starts as a spreadsheet formula would (`spreadsheet_safe`), nor does any folder
+name. Nothing here imports torch, fastai, Pillow or telegram.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import shutil
 import sqlite3
 import tempfile
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Container
@@ -40,6 +42,8 @@ from model.feedback.store import FeedbackStore
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.csv"
+EXPORTS_FOLDER = "exports"
+EXPORT_PREFIX = "verdict-feedback-"
 MANIFEST_COLUMNS = (
     "image",
     "predicted",
@@ -54,11 +58,40 @@ MAX_FOLDER_NAME = 120
 # Characters no folder name may hold: separators on any system, and what Windows refuses (an
 # export is zipped and may be unpacked anywhere).
 _UNSAFE_CHARACTERS = frozenset('/\\<>:"|?*')
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (tab and
+# carriage return too, for some of them): an admin opening the manifest must never run one.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _WINDOWS_RESERVED = frozenset(
     ["con", "prn", "aux", "nul"]
     + [f"com{n}" for n in range(1, 10)]
     + [f"lpt{n}" for n in range(1, 10)]
 )
+
+
+def exports_dir(data_dir: Path) -> Path:
+    """Where the bot's /export leaves the zips it could not send (``DATA_DIR/exports``)."""
+    return data_dir / EXPORTS_FOLDER
+
+
+def delete_export_archives(data_dir: Path, *, older_than_s: float | None = None) -> int:
+    """Delete the export zips under `data_dir` (only those older than `older_than_s`, by their
+    modification time, when given); returns how many. They hold users' photos and labels, so
+    retention and /forget apply to them as to the log itself."""
+    folder = exports_dir(data_dir)
+    if not folder.is_dir():
+        return 0
+    cutoff = None if older_than_s is None else time.time() - older_than_s
+    removed = 0
+    for path in folder.iterdir():
+        if not (path.name.startswith(EXPORT_PREFIX) and path.suffix == ".zip"):
+            continue
+        try:
+            if cutoff is None or path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 class ExportError(Exception):
@@ -137,7 +170,16 @@ def _sanitize(label: str) -> str:
     text = " ".join(text.split())
     # No hidden folders ('.', '..', '.git'), no names Windows trims ('a.' or 'a ').
     text = text.lstrip(". ").rstrip(". ")
+    if text.startswith(_FORMULA_STARTS):
+        # A folder named "=..." or "-..." makes a manifest path a formula, and a shell option.
+        text = "_" + text[1:]
     return text[:MAX_FOLDER_NAME] or "_"
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` as a spreadsheet shows it, never as a formula it would run: a leading
+    `= + - @`, tab or carriage return gets a `'` in front (what spreadsheets themselves do)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def export_feedback(
@@ -256,7 +298,9 @@ def _write(entries: list[LabelledEntry], root: Path, out_dir: Path) -> ExportSum
     with open(root / MANIFEST_NAME, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=MANIFEST_COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(
+            {column: spreadsheet_safe(value) for column, value in row.items()} for row in rows
+        )
     files = tuple(
         ExportedImage(out_dir / path.relative_to(root), label) for path, label in written.items()
     )

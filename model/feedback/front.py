@@ -7,11 +7,14 @@ What each method does is documented on the protocols in `interfaces`.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.feedback.health import Trouble, WriteGuard, set_aside, trouble_of
+from model.feedback.labeltable import SqliteLabelLog
 from model.feedback.records import (
     AnsweredPhoto,
     DisputeEntry,
@@ -25,6 +28,7 @@ from model.feedback.records import (
     VerdictOutcome,
     VerdictRecord,
 )
+from model.feedback.schema import BUSY_TIMEOUT_S
 from model.feedback.settings import SqliteSettingsStore
 from model.feedback.store import DEFAULT_PENDING_TTL_S, FeedbackStore
 from model.feedback.thread import DiskThread
@@ -42,7 +46,8 @@ if TYPE_CHECKING:
 class SqliteFeedbackLog:
     """The feedback log in SQLite; all disk work runs on one thread owned by this object.
 
-    `settings`: the run-time settings in the same database, on the same thread.
+    `settings`: the run-time settings in the same database, on the same thread; `labels`:
+    the proposed labels and the admins' decisions on them, likewise.
     """
 
     def __init__(self, store: FeedbackStore, thread: DiskThread) -> None:
@@ -50,6 +55,7 @@ class SqliteFeedbackLog:
         self._store = store
         self._thread = thread
         self.settings = SqliteSettingsStore(store.settings, thread)
+        self.labels = SqliteLabelLog(store.labels, thread)
 
     @classmethod
     async def open(
@@ -58,16 +64,26 @@ class SqliteFeedbackLog:
         *,
         clock: Callable[[], float] = time.time,
         pending_ttl_s: float = DEFAULT_PENDING_TTL_S,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> SqliteFeedbackLog:
-        """Open (creating if needed) the feedback log under `data_dir`."""
+        """Open (creating if needed) the feedback log under `data_dir`.
+
+        A corrupt database is set aside and a new one started (`health.set_aside`). From then
+        on a call that fails for want of disk or database raises `FeedbackUnavailable`; the
+        next call simply tries again (see `model.feedback.health`).
+        """
         thread = DiskThread("feedback-log")
         try:
             store = await thread.run(
-                FeedbackStore.open, data_dir, clock=clock, pending_ttl_s=pending_ttl_s
+                _open_writer, data_dir, clock=clock, pending_ttl_s=pending_ttl_s
             )
+            await thread.run(store.set_busy_timeout, busy_timeout_s)
         except BaseException:
             thread.abandon()
             raise
+        thread.guard(
+            WriteGuard(store.set_busy_timeout, lambda: store.total_changes, busy_timeout_s)
+        )
         return cls(store, thread)
 
     async def close(self) -> None:
@@ -181,6 +197,19 @@ class SqliteFeedbackLog:
     async def stats(self) -> dict[str, int]:
         """Counts of predictions, verdicts by kind, stored images and pending labels."""
         return await self._thread.run(self._store.stats)
+
+
+def _open_writer(
+    data_dir: Path, *, clock: Callable[[], float], pending_ttl_s: float
+) -> FeedbackStore:
+    """The store under `data_dir`; a corrupt database is set aside for a new one."""
+    try:
+        return FeedbackStore.open(data_dir, clock=clock, pending_ttl_s=pending_ttl_s)
+    except sqlite3.DatabaseError as exc:
+        if trouble_of(exc) is not Trouble.CORRUPT:
+            raise
+        set_aside(data_dir, str(exc))
+    return FeedbackStore.open(data_dir, clock=clock, pending_ttl_s=pending_ttl_s)
 
 
 if TYPE_CHECKING:

@@ -6,8 +6,15 @@ Every method is async: implementations keep disk and network waits off the event
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
+from model.feedback.labels import (
+    DecisionOutcome,
+    LabelDecision,
+    LabelDecisionKind,
+    LabelProposals,
+)
 from model.feedback.records import (
     AnsweredPhoto,
     DisputeEntry,
@@ -161,4 +168,34 @@ class SettingsStore(Protocol):
 
         Raises `ValueError` for a key that is blank or longer than `MAX_SETTING_KEY_LENGTH`.
         """
+        ...
+
+
+class LabelLog(Protocol):
+    """New labels users typed (bot/labels.py, /stats, typed labels): proposals and decisions."""
+
+    async def label_proposals(self, known: Sequence[str]) -> LabelProposals:
+        """Corrections naming none of the `known` labels, grouped by key: pending and decided."""
+        ...
+
+    async def label_decisions(self) -> dict[str, LabelDecision]:
+        """Every decision taken, by label key."""
+        ...
+
+    async def decide_label(
+        self,
+        label: str,
+        decision: LabelDecisionKind | str,
+        *,
+        target: str | None = None,
+        admin_id: int,
+    ) -> DecisionOutcome:
+        """Add, merge (into `target`) or reject the label; an existing decision stands.
+
+        Raises `UnknownLabel` (no correction names it) or `InvalidLabelDecision`.
+        """
+        ...
+
+    async def undo_label_decision(self, label: str) -> LabelDecision | None:
+        """Make the label pending again; the decision that was removed, if any."""
         ...

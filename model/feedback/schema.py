@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "feedback.sqlite3"
 IMAGES_FOLDER = "images"
+#: How long a write waits for another process's write lock before it fails with "locked".
+BUSY_TIMEOUT_S = 10.0
 
 
 def feedback_dir(data_dir: Path) -> Path:
@@ -110,6 +112,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 4: admins' decisions on labels users typed that the model does not know, one per label
+    # key (NFKC, case folded); the proposals themselves are read from the verdicts.
+    (
+        """
+        CREATE TABLE label_decisions (
+            key TEXT PRIMARY KEY,
+            label TEXT NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('add', 'merge', 'reject')),
+            target TEXT,
+            admin_id INTEGER,
+            created REAL NOT NULL,
+            CHECK ((decision = 'merge') = (target IS NOT NULL))
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -136,6 +153,14 @@ def migrate(conn: sqlite3.Connection) -> int:
     return version
 
 
+def check_integrity(conn: sqlite3.Connection) -> None:
+    """Raise `sqlite3.DatabaseError` ("database disk image is malformed: ...") unless SQLite's
+    quick check (every page and index, without comparing index contents) finds nothing."""
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems)}")
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[None]:
     """One transaction around the block: committed when it ends, rolled back when it raises.
@@ -159,7 +184,8 @@ def connect(data_dir: Path, *, create: bool = True) -> sqlite3.Connection:
     With `create`, the folders and the database are created when missing; without it, a
     missing database raises `MissingDatabase` (a reader must never create an empty one).
     Autocommit (`transaction` opens every transaction), rows as `sqlite3.Row`, WAL, foreign
-    keys on, and FULL sync: a verdict acknowledged to the user survives a power loss.
+    keys on, and FULL sync: a verdict acknowledged to the user survives a power loss. A writer
+    (`create`) checks the database first: a corrupt one raises `sqlite3.DatabaseError`.
     """
     path = database_path(data_dir)
     if create:
@@ -174,7 +200,7 @@ def connect(data_dir: Path, *, create: bool = True) -> sqlite3.Connection:
     try:
         conn.row_factory = sqlite3.Row
         # Wait for another process's write instead of failing at once with "locked".
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000):d}")
         conn.execute("PRAGMA foreign_keys = ON")
         mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
         if mode.lower() != "wal":
@@ -182,6 +208,8 @@ def connect(data_dir: Path, *, create: bool = True) -> sqlite3.Connection:
         # A verdict acknowledged to the user must survive the process being killed, and
         # the machine losing power, right after: FULL syncs the WAL on every commit.
         conn.execute("PRAGMA synchronous = FULL")
+        if create:
+            check_integrity(conn)
         migrate(conn)
     except BaseException:
         conn.close()

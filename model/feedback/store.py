@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.feedback.imagestore import ImageStore
+from model.feedback.labeltable import LabelTable
 from model.feedback.queries import FeedbackQueries
 from model.feedback.records import (
     AnsweredPhoto,
@@ -47,7 +48,8 @@ DEFAULT_PENDING_TTL_S = 3600.0
 class FeedbackStore(FeedbackQueries):
     """The feedback log over one SQLite connection; synchronous, for use from one thread.
 
-    `settings`: the run-time settings in the same database, over the same connection.
+    `settings`: the run-time settings in the same database, over the same connection;
+    `labels`: the proposed labels and the admins' decisions on them, likewise.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class FeedbackStore(FeedbackQueries):
         self._clock = clock
         self._pending_ttl_s = pending_ttl_s
         self.settings = SettingsTable(conn, clock=clock)
+        self.labels = LabelTable(conn, clock=clock)
 
     @classmethod
     def open(
@@ -85,6 +88,15 @@ class FeedbackStore(FeedbackQueries):
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL when the last one closes)."""
         self._conn.close()
+
+    @property
+    def total_changes(self) -> int:
+        """Rows the connection has inserted, updated or deleted since it opened."""
+        return self._conn.total_changes
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's lock before failing."""
+        self._conn.execute(f"PRAGMA busy_timeout = {round(seconds * 1000):d}")
 
     @property
     def images_dir(self) -> Path:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from model.feedback.health import WriteGuard
 from model.feedback.records import FeedbackLogClosed
 
 P = ParamSpec("P")
@@ -24,13 +25,23 @@ class DiskThread:
     def __init__(self, name: str) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._closed = False
+        self._guard: WriteGuard | None = None
+
+    def guard(self, guard: WriteGuard) -> None:
+        """Run every later call through `guard` (storage failures become `FeedbackUnavailable`)."""
+        self._guard = guard
 
     async def run(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`func(*args, **kwargs)` on the thread; raises `FeedbackLogClosed` after `close`."""
         if self._closed:
             raise FeedbackLogClosed("the feedback log is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+        guard = self._guard
+        if guard is not None:
+            call = functools.partial(guard.call, func, *args, **kwargs)
+        else:
+            call = functools.partial(func, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
 
     async def close(self, last: Callable[[], object]) -> None:
         """Run `last` after every call already submitted, then stop; later calls raise."""
