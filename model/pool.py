@@ -1,7 +1,7 @@
 """`Classifier`: the async front the bot calls. Worker processes hold the learner.
 
 Requests (raw image bytes) wait in a bounded queue; a dispatcher hands micro-batches to idle
-workers, each a separate process fed through a pipe (model/workers.py, model/messages.py). A
+workers, each a separate process fed through a pipe (model/workers.py, model/worker.py). A
 worker that dies, hangs or breaks the protocol is killed and replaced, and the requests it held
 are retried once; a hot swap warms new workers before retiring the old ones.
 
@@ -28,7 +28,6 @@ from typing import Any
 
 from model import worker
 from model.files import sha256_file
-from model.messages import Batch, BatchItem, BatchResult
 from model.registry import RegistryError, card_sha256
 from model.types import (
     ClassifierBusy,
@@ -37,7 +36,7 @@ from model.types import (
     ImageRejected,
     Prediction,
 )
-from model.worker import WorkerConfig
+from model.worker import Batch, BatchItem, BatchResult, WorkerConfig
 from model.workers import ModelLoadError, NotSent, WorkerLost, WorkerProcess, WorkerTarget
 
 __all__ = ["BatchObserver", "Classifier", "ModelLoadError", "PoolConfig", "PoolStats"]

@@ -1,7 +1,7 @@
 """One worker process seen from the bot: start it, hand it a batch, stop it.
 
 `WorkerProcess` owns the process, the pipe to it and the thread that blocks on that pipe, and
-speaks the protocol of model/messages.py. Which worker gets which batch, and replacing dead
+speaks the protocol of model/worker.py. Which worker gets which batch, and replacing dead
 or retired workers, is `model.pool`'s business. Nothing here imports torch.
 
 Whatever happens — a worker that hangs, dies, or sends something the protocol does not allow,
@@ -23,7 +23,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from model import worker
-from model.messages import (
+from model.types import ClassifierError, Prediction
+from model.worker import (
     Batch,
     BatchResult,
     ItemResult,
@@ -31,9 +32,8 @@ from model.messages import (
     Ready,
     Stop,
     UnexpectedMessage,
+    WorkerConfig,
 )
-from model.types import ClassifierError, Prediction
-from model.worker import WorkerConfig
 
 logger = logging.getLogger(__name__)
 

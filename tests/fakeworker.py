@@ -1,7 +1,7 @@
 """A fake worker process for the pool's failure paths: it hangs, dies or misbehaves on command.
 
 `Classifier(..., worker_target=fakeworker.serve)` runs `serve` instead of `model.worker.serve`:
-it speaks the real protocol (model/messages.py) but imports no torch and loads no model, so a
+it speaks the real protocol (model/worker.py) but imports no torch and loads no model, so a
 test starts a pool of these in well under a second (start method "spawn").
 
 How it starts depends on `WorkerConfig.model_path`'s name: "hang-at-start" never sends
@@ -20,9 +20,8 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from model.messages import Batch, BatchResult, ItemResult, LoadFailed, Ready, Stop
 from model.types import LabelScore, Prediction
-from model.worker import WorkerConfig
+from model.worker import Batch, BatchResult, ItemResult, LoadFailed, Ready, Stop, WorkerConfig
 
 COMMANDS = {
     b"hang": "block forever, holding the batch",
