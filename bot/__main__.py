@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Iterator, Sequence
@@ -22,6 +23,7 @@ from bot.app import build_application
 from bot.buildinfo import version_line
 from bot.config import ConfigError, Secret, Settings, load_settings
 from bot.context import Services
+from bot.inbox import Inbox
 from bot.logs import RedactFilter, configure_logging
 from bot.metrics import Metrics
 from bot.retrain import cancel_retraining_for_shutdown
@@ -30,6 +32,7 @@ from model.datadir import models_dir
 from model.default import DEFAULT_MODEL_FILE
 from model.feedback import PrivacyLog, SqliteFeedbackLog
 from model.feedback.export import delete_export_archives
+from model.feedback.health import FeedbackUnavailable
 from model.feedback.schema import IMAGES_FOLDER, database_path, feedback_dir
 from model.pool import Classifier, ModelLoadError, PoolConfig
 from model.registry import ModelCard, Registry, RegistryError
@@ -118,6 +121,13 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     metrics.watch_pool(classifier.stats)
     classifier.set_observer(metrics.observe_batch)
     feedback_log = await SqliteFeedbackLog.open(settings.data_dir)
+    inbox = Inbox.disabled()
+    if settings.inbox:
+        try:
+            inbox = await Inbox.open(settings.data_dir)
+        except (sqlite3.Error, OSError, FeedbackUnavailable) as exc:  # a full or read-only disk
+            inbox = Inbox.unavailable(exc)
+    metrics.watch_inbox(inbox.counts)
     services = Services.create(
         settings,
         classifier,
@@ -126,6 +136,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         metrics,
         registry,
         photo_slots=classifier.queue_size,
+        inbox=inbox,
     )
     stored_threshold = await services.stored_settings.get_setting("confidence_threshold")
     if stored_threshold is not None:  # set by an admin with /threshold
@@ -141,6 +152,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     pruning = asyncio.create_task(
         _prune_forever(feedback_log, settings.retention_days, settings.data_dir)
     )
+    inbox_pruning = asyncio.create_task(inbox.prune_forever())
     try:
         if model_path is None:
             logger.info(
@@ -163,6 +175,8 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         logger.info("health and metrics on http://%s:%d", settings.http_host, port)
         async with application:
             await application.start()
+            # What a crash left unhandled goes first, in order, before any new update.
+            await inbox.replay(application.update_queue, application.bot)
             if webhook:
                 assert settings.webhook_url and settings.webhook_secret
                 await application.bot.set_webhook(
@@ -175,6 +189,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
                 assert application.updater is not None
                 await application.updater.start_polling(drop_pending_updates=False)
             await set_command_menus(application, settings.admin_ids)
+            inbox.tell_if_unavailable()
             logger.info(
                 "bot @%s ready in %.1f s (model %s)",
                 application.bot.username,
@@ -195,8 +210,10 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
             await application.stop()
     finally:
         pruning.cancel()
+        inbox_pruning.cancel()
         await web.stop()
         await classifier.close()
+        await inbox.close()
         await feedback_log.close()
         await services.downloads.aclose()
         if sandbox is not None:

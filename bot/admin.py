@@ -16,7 +16,7 @@ from telegram.error import BadRequest, TelegramError
 from bot import keyboards, labels, labeltexts, replies
 from bot.callbacks import DisputesPage, ReviewAction, ReviewButton
 from bot.config import parse_fraction
-from bot.context import Ctx
+from bot.context import Ctx, Services
 from model.feedback import ReviewDecision, VerdictKind
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,23 @@ UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024  # what bots may upload
 
 def _percentile_text(value: float) -> str:
     return f"{value:.0f} ms" if value else "–"
+
+
+def _inbox_line(services: Services) -> str:
+    """The inbox since start: what it kept, finished, replayed after a crash, still holds."""
+    inbox = services.inbox
+    if not inbox.enabled:
+        if inbox.failing_since is not None:
+            return "Inbox: ⚠️ could not be opened (see the log): a crash loses updates in flight"
+        return "Inbox: off (INBOX=false: a crash loses the updates in flight)"
+    c = inbox.counts
+    line = (
+        f"Inbox since start: {c.received} received · {c.done} done · {c.replayed} replayed"
+        f" · {c.pending} pending"
+    )
+    if inbox.failing_since is not None:
+        line += f" · ⚠️ not keeping updates ({c.unkept} unkept)"
+    return line
 
 
 async def on_stats(update: Update, context: Ctx) -> None:
@@ -52,6 +69,7 @@ async def on_stats(update: Update, context: Ctx) -> None:
         f"p95 {_percentile_text(pool.inference_ms_p95)}",
         f"Busy refusals: {pool.busy_refusals} · expired: {pool.expired} · "
         f"worker restarts: {pool.worker_restarts}",
+        _inbox_line(services),
         "",
         "Verdicts — last 24 h: " + _verdicts_text(last_day.verdicts),
         "Verdicts — since start: " + _verdicts_text(since_start.verdicts),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from telegram import Update
 from telegram.ext import (
@@ -13,10 +13,12 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    ExtBot,
     MessageHandler,
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from bot import (
     access,
@@ -40,6 +42,7 @@ from bot.callbacks import (
     VerdictButton,
 )
 from bot.context import SERVICES_KEY, BotApp, Ctx, Services
+from bot.inbox import InboxBot, InboxProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +53,28 @@ def build_application(services: Services) -> BotApp:
     if settings.telegram_token is None:
         raise ValueError("build_application needs a token (the sandbox provides one)")
     api = settings.telegram_api_url
-    application: BotApp = (
-        ApplicationBuilder()
-        .token(settings.telegram_token.get())
-        .base_url(f"{api}/bot")
-        .base_file_url(f"{api}/file/bot")
-        .context_types(ContextTypes(context=Ctx))
+    # The bot keeps each batch of updates in the inbox before the next getUpdates confirms it.
+    bot = InboxBot(
+        settings.telegram_token.get(),
+        base_url=f"{api}/bot",
+        base_file_url=f"{api}/file/bot",
+        request=HTTPXRequest(connection_pool_size=256),
+        get_updates_request=HTTPXRequest(connection_pool_size=1),
         # Telegram allows about 30 messages a second overall and 20 a minute per group; past
         # that it answers 429 with retry_after. The limiter paces sends and retries those.
-        .rate_limiter(
-            AIORateLimiter(overall_max_rate=settings.max_messages_per_second, max_retries=5)
-        )
-        # Without this, updates are processed one by one: one slow photo would block the chat.
-        .concurrent_updates(True)
+        rate_limiter=AIORateLimiter(
+            overall_max_rate=settings.max_messages_per_second, max_retries=5
+        ),
+        inbox=services.inbox,
+    )
+    services.inbox.tell_admins_with(bot, settings.admin_ids)
+    application: BotApp = (
+        ApplicationBuilder()
+        .bot(cast("ExtBot[Any]", bot))
+        .context_types(ContextTypes(context=Ctx))
+        # Updates are handled concurrently (one slow photo must not block the chat), each
+        # marked done in the inbox when its handling returned.
+        .concurrent_updates(InboxProcessor(services.inbox))
         .build()
     )
     application.bot_data[SERVICES_KEY] = services

@@ -58,6 +58,7 @@ class Settings:
     model_path: Path | None = None
     confidence_threshold: float = 0.5
     keep_uncertain_images: bool = True
+    inbox: bool = True
     retention_days: float = 90.0
     top_k: int = 3
     max_image_pixels: int = 50_000_000
@@ -135,6 +136,7 @@ def load_settings(
         keep_uncertain_images=reader.get(
             "KEEP_UNCERTAIN_IMAGES", _bool, defaults.keep_uncertain_images
         ),
+        inbox=reader.get("INBOX", _bool, defaults.inbox),
         retention_days=reader.get(
             "RETENTION_DAYS", _float_between(1, 36500), defaults.retention_days
         ),

@@ -14,6 +14,7 @@ from bot.access import Refusals
 from bot.albums import AlbumCollector
 from bot.config import Settings
 from bot.downloads import MEMORY_BUDGET_BYTES, Downloader, PhotoSlots
+from bot.inbox import Inbox
 from bot.keeping import Keeping
 from bot.metrics import Metrics
 from model.feedback import (
@@ -101,6 +102,8 @@ class Services:
     keeping: Keeping = field(default_factory=Keeping)
     refusals: Refusals = field(default_factory=Refusals)
     retrain: RetrainSlot = field(default_factory=RetrainSlot)
+    # Updates kept on disk until handled (a crash loses none); off: `Inbox.disabled()`.
+    inbox: Inbox = field(default_factory=Inbox.disabled)
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -114,6 +117,7 @@ class Services:
         registry: Registry,
         *,
         photo_slots: int,
+        inbox: Inbox | None = None,
     ) -> Services:
         """Services with every feedback interface served by `feedback`, the tunables taken
         from the settings, and `photo_slots` images held at once (the pool's queue size),
@@ -132,6 +136,7 @@ class Services:
             Tunables(settings.confidence_threshold),
             AlbumCollector(settings.album_wait_s),
             PhotoSlots(photo_slots, max(settings.max_download_bytes, MEMORY_BUDGET_BYTES)),
+            inbox=inbox or Inbox.disabled(),
         )
 
 

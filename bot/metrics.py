@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -10,6 +11,9 @@ from prometheus_client.registry import Collector
 
 from model.feedback import VerdictKind
 from model.pool import PoolStats
+
+if TYPE_CHECKING:
+    from bot.inbox import InboxCounts
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -66,6 +70,10 @@ class Metrics:
         """Expose the pool's gauges and counters, read from `stats()` at each scrape."""
         self.registry.register(_PoolCollector(stats))
 
+    def watch_inbox(self, counts: InboxCounts) -> None:
+        """Export the inbox's counts (received, done, replayed, pending...) when scraped."""
+        self.registry.register(_InboxCollector(counts))
+
     def observe_batch(self, size: int, queue_s: list[float], inference_s: float) -> None:
         """Called by the pool after each batch."""
         self.batch_size.observe(size)
@@ -105,3 +113,22 @@ class _PoolCollector(Collector):
         info = GaugeMetricFamily("verdict_model_info", "The model being served.", labels=["model"])
         info.add_metric([stats.model], 1)
         yield info
+
+
+class _InboxCollector(Collector):
+    def __init__(self, counts: InboxCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts
+        for name, value, text in (
+            ("received", counts.received, "Updates kept in the inbox before being confirmed."),
+            ("done", counts.done, "Updates marked done in the inbox once handled."),
+            ("replayed", counts.replayed, "Updates a crash left unhandled, handled at start."),
+            ("duplicates", counts.duplicates, "Copies of kept updates Telegram sent again."),
+            ("unkept", counts.unkept, "Updates handled without being kept (disk failing)."),
+        ):
+            yield CounterMetricFamily(f"verdict_inbox_{name}", text, value=value)
+        yield GaugeMetricFamily(
+            "verdict_inbox_pending", "Updates kept and not yet handled.", value=counts.pending
+        )

@@ -66,6 +66,8 @@ async def on_photo(update: Update, context: Ctx) -> None:
     if message is None or not message.photo:
         return
     if message.media_group_id is not None:
+        # Done in the inbox only once the album's reply is sent (`_answer_album`).
+        context.services.inbox.hold(update)
         context.services.albums.add(message, context, _answer_album)
         return
     largest = largest_photo(message)
@@ -128,6 +130,7 @@ async def _classify_and_reply(
     result = answered.result
     if result.prediction is None:
         await message.reply_text(result.text, do_quote=True)
+        await context.services.inbox.answered(message)
         return result.outcome
     text = replies.prediction_text(
         result.prediction, context.services.tunables.confidence_threshold
@@ -136,10 +139,13 @@ async def _classify_and_reply(
         if not answered.kept:
             text = replies.with_footer(text, replies.NOT_KEPT)
         await message.reply_text(text, do_quote=True)
+        await context.services.inbox.answered(message)
         return result.outcome
     reply = await message.reply_text(
         text, do_quote=True, reply_markup=keyboards.verdict_keyboard(answered.record.id)
     )
+    # Done in the inbox as soon as the reply is out: a crash from here on answers it once.
+    await context.services.inbox.answered(message)
     await _set_reply_message(context, [answered.record], reply.message_id)
     return result.outcome
 
@@ -247,7 +253,9 @@ async def _answer_album(messages: list[Message], context: Ctx) -> None:
     except Exception:
         logger.exception("could not answer an album of %d photo(s)", len(messages))
         await messages[0].reply_text(replies.SOMETHING_WENT_WRONG, do_quote=True)
+        await context.services.inbox.release(messages)
         return
+    await context.services.inbox.release(messages)
     elapsed = time.perf_counter() - started
     for outcome in outcomes:
         metrics.photos.labels(outcome).inc()

@@ -133,6 +133,18 @@ def not_keeping_text(reason: str) -> str:
 
 KEEPING_AGAIN = "✅ I can keep data again: answers have their Right/Wrong buttons back."
 
+
+def inbox_failing_text(reason: str) -> str:
+    """What admins are told, once, when the inbox stops keeping updates."""
+    return (
+        f"⚠️ I can't keep incoming updates on disk right now: {reason}.\n"
+        "I keep answering, but a photo or a tap in flight when I restart or crash would be "
+        "lost. I'll tell you when I can keep them again."
+    )
+
+
+INBOX_WORKING_AGAIN = "✅ I can keep incoming updates on disk again: a crash loses none."
+
 HINT = (
     "I only look at still images. Send me a photo (or an image file) and I'll tell you what "
     "I see. /help explains more."

@@ -78,6 +78,19 @@ class WebServer:
             return web.json_response({"ok": False, "description": "Bad update"}, status=400)
         if update is None:
             return web.json_response({"ok": False, "description": "Bad update"}, status=400)
+        # Kept before the 200: a crash from here on replays it at the next start. A failure
+        # that is not the disk's (a full disk is handled without keeping) makes Telegram retry.
+        try:
+            new = await self._services.inbox.receive_json(
+                [(update.update_id, json.dumps(payload, ensure_ascii=False))]
+            )
+        except Exception:
+            logger.exception(
+                "webhook: could not keep update %d; Telegram retries", update.update_id
+            )
+            return web.json_response({"ok": False, "description": "Try again"}, status=500)
+        if update.update_id not in new:  # sent again: already kept (replayed or done)
+            return web.json_response({"ok": True})
         await self._application.update_queue.put(update)
         return web.json_response({"ok": True})
 

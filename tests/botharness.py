@@ -36,6 +36,7 @@ class RunningBot:
     workdir: Path
     returncode: int | None = None
     stopped: bool = False
+    own_group: bool = False  # the bot leads its own process group (see `kill_group`)
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.url, timeout=120)
@@ -144,13 +145,36 @@ class RunningBot:
         self.process.kill()
         self.process.wait()
 
+    def kill_group(self) -> None:
+        """SIGKILL the bot's whole process group (its workers too), as an OOM kill or
+        `docker kill` would; needs `start_bot(..., own_group=True)`."""
+        assert self.own_group
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def pending_updates(self) -> int:
+        """Updates the Bot API still holds for the bot: not confirmed (polling) or not
+        accepted (webhook), as getWebhookInfo reports them."""
+        info = self.client.post(f"/bot{FAKE_TOKEN}/getWebhookInfo").json()
+        return int(info["result"]["pending_update_count"])
+
+    def metric(self, name: str) -> float:
+        """One unlabelled value from the bot's /metrics."""
+        text = httpx.get(f"{self.web_url()}/metrics", timeout=30).text
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        raise AssertionError(f"no {name} in /metrics:\n{text}")
+
     def restart(self) -> None:
         """Start a new bot process against the same sandbox and data, once the old one ended."""
         if self.process.poll() is None:
             self.stop_process()
         self.returncode = None
         before = len(self.calls("setWebhook" if self.env.get("WEBHOOK_URL") else "getUpdates"))
-        self.process = _spawn_bot(self.env, self.workdir, self.log_path, self.modules_path)
+        self.process = _spawn_bot(
+            self.env, self.workdir, self.log_path, self.modules_path, self.own_group
+        )
         _wait_until_polling(self, before)
 
     def modules(self) -> list[str]:
@@ -158,8 +182,11 @@ class RunningBot:
         return list(json.loads(self.modules_path.read_text()))
 
 
-def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> RunningBot:
-    """Start a sandbox and `python -m bot` against it; return once the bot is polling."""
+def start_bot(
+    workdir: Path, extra_env: dict[str, str] | None = None, *, own_group: bool = False
+) -> RunningBot:
+    """Start a sandbox and `python -m bot` against it; return once the bot is polling. With
+    `own_group`, the bot leads a process group of its own (for `kill_group`)."""
     sandbox = SandboxThread(FAKE_TOKEN, for_tests=True)
     url = sandbox.start()
     log_path = workdir / "bot.log"
@@ -167,8 +194,9 @@ def start_bot(workdir: Path, extra_env: dict[str, str] | None = None) -> Running
     env = bot_env(
         workdir, {"TELEGRAM_TOKEN": FAKE_TOKEN, "TELEGRAM_API_URL": url, **(extra_env or {})}
     )
-    process = _spawn_bot(env, workdir, log_path, modules_path)
+    process = _spawn_bot(env, workdir, log_path, modules_path, own_group)
     bot = RunningBot(sandbox, url, process, log_path, modules_path, env, workdir)
+    bot.own_group = own_group
     _wait_until_polling(bot, 0)
     return bot
 
@@ -244,13 +272,17 @@ def start_sandbox_mode_bot(workdir: Path) -> SandboxModeBot:
 
 
 def _web_url(log: str) -> str:
-    match = re.search(r"health and metrics on (http://\S+)", log)
-    assert match, log
-    return match.group(1)
+    found = re.findall(r"health and metrics on (http://\S+)", log)
+    assert found, log
+    return str(found[-1])  # the latest process's (a restarted bot may use another port)
 
 
 def _spawn_bot(
-    env: dict[str, str], workdir: Path, log_path: Path, modules_path: Path
+    env: dict[str, str],
+    workdir: Path,
+    log_path: Path,
+    modules_path: Path,
+    own_group: bool = False,
 ) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -259,6 +291,7 @@ def _spawn_bot(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=own_group,
         )
 
 

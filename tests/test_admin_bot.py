@@ -108,6 +108,8 @@ def test_stats_text_and_chart(bot: RunningBot) -> None:
     body = "\n".join(texts({"replies": replies}))
     assert "Photos classified — last 24 h:" in body and "Workers ready: " in body
     assert "espresso" in body
+    inbox = next(line for line in body.splitlines() if line.startswith("Inbox since start: "))
+    assert int(inbox.split()[3]) >= 2 and "pending" in inbox  # the photo and /stats itself
     photos = [m for m in replies if m.get("photo")]
     png = bot.client.get(f"/_sandbox/files/{photos[0]['photo'][-1]['file_id']}").content
     from PIL import Image

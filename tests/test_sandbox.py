@@ -256,6 +256,41 @@ async def test_webhook_blocks_get_updates(bot: Bot) -> None:
     assert await bot.get_updates() == ()
 
 
+async def test_a_webhook_post_answered_non_2xx_is_delivered_again(
+    bot: Bot, url: str, http: aiohttp.ClientSession
+) -> None:
+    """As Telegram does: an update the webhook refused (500) is posted again until a 2xx."""
+    from aiohttp import web
+
+    posted: list[int] = []
+    accepted = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        posted.append(int((await request.json())["update_id"]))
+        if len(posted) == 1:
+            return web.Response(status=500)
+        accepted.set()
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        assert await bot.set_webhook(f"http://127.0.0.1:{port}/hook")
+        sent = await send_user(http, url, text="retry me")
+        await asyncio.wait_for(accepted.wait(), 10)
+        assert posted == [sent["update_id"]] * 2
+        info = await bot.get_webhook_info()
+        assert info.pending_update_count == 0 and "500" in (info.last_error_message or "")
+    finally:
+        await bot.delete_webhook()
+        await runner.cleanup()
+
+
 # --------------------------------------------------------------------------- files
 
 
