@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,16 +26,12 @@ from bot.inbox import Inbox
 from bot.logs import RedactFilter, configure_logging
 from bot.metrics import Metrics
 from bot.retrain import cancel_retraining_for_shutdown
+from bot.startup import build_classifier, choose_model, data_dir_problem, serve_exported_default
 from bot.web import WebServer
-from model.datadir import models_dir
-from model.default import DEFAULT_MODEL_FILE
 from model.feedback import PrivacyLog, SqliteFeedbackLog
 from model.feedback.export import delete_export_archives
 from model.feedback.health import FeedbackUnavailable
-from model.feedback.schema import IMAGES_FOLDER, database_path, feedback_dir
-from model.pool import Classifier, ModelLoadError, PoolConfig
-from model.registry import ModelCard, Registry, RegistryError
-from model.worker import WorkerConfig
+from model.registry import Registry, RegistryError
 
 logger = logging.getLogger("bot")
 
@@ -260,217 +255,6 @@ async def _prune_forever(log: PrivacyLog, retention_days: float, data_dir: Path)
         except OSError:
             logger.exception("retention: could not remove old export zips; trying again later")
         await asyncio.sleep(6 * 3600)
-
-
-def choose_model(settings: Settings, registry: Registry) -> Path | None:
-    """MODEL_PATH when set; else the registry's active version (sha256 checked); else None,
-    which makes the workers export the bundled default (`serve_exported_default` then
-    registers it).
-
-    An export of the default lying beside the versions (left by an earlier release, or by a
-    start that stopped before registering it) is registered now when no version is active, and
-    removed when the default is registered already: the data folder holds each model once.
-    """
-    if settings.model_path is not None:
-        logger.info(
-            "using MODEL_PATH %s (the registry's active version is ignored)", settings.model_path
-        )
-        return settings.model_path
-    active = registry.active()
-    export = registry.models_dir / DEFAULT_MODEL_FILE
-    if export.is_file():
-        default = registry.default()
-        if default is not None:
-            export.unlink()
-            logger.info("removed %s: the bundled default is version %s", export, default.version)
-        elif active is None:
-            active = adopt_default_export(registry)
-    return None if active is None else registry.path_for(active)
-
-
-def adopt_default_export(registry: Registry) -> ModelCard:
-    """Register the exported bundled default (moved into the registry, not copied); its card.
-
-    It becomes the active version when it is the first one. The registry holds versions but
-    none is active only after `training import --no-activate` into an empty data folder: the
-    default is then served without being activated, and the log says how to switch.
-    """
-    others = registry.versions()
-    card = registry.register_default(registry.models_dir / DEFAULT_MODEL_FILE)
-    if not others:
-        registry.activate(card)
-        logger.info("registered the bundled default model as %s, the active version", card.version)
-    else:
-        logger.warning(
-            "no model version is active: serving the bundled default model (%s). Not active: "
-            "%s; switch with /use VERSION (admins, in the chat) or "
-            "`python -m training use VERSION`",
-            card.version,
-            ", ".join(other.version for other in others),
-        )
-    return card
-
-
-async def serve_exported_default(classifier: Classifier, registry: Registry) -> None:
-    """The workers exported the bundled default: register it, then serve the registered file,
-    so that a replaced worker loads that file instead of exporting the model again."""
-    card = await asyncio.to_thread(adopt_default_export, registry)
-    checked = await asyncio.to_thread(registry.checked_model, card)
-    try:
-        await classifier.swap(checked.path, checked.sha256)
-    except ModelLoadError as exc:
-        logger.error("version %s did not load (%s); serving the export", card.version, exc)
-
-
-def build_classifier(settings: Settings, model_path: Path | None) -> Classifier:
-    """The worker pool, sized for this machine unless the settings say otherwise."""
-    gpus = count_gpus() if settings.inference_device in ("auto", "cuda") else 0
-    if settings.inference_device == "cuda" and not gpus:
-        logger.warning("INFERENCE_DEVICE=cuda but no NVIDIA GPU is visible; using the CPU")
-    cpus = available_cpus()
-    overrides = {
-        name: value
-        for name, value in (
-            ("workers", settings.workers),
-            ("max_batch", settings.max_batch),
-            ("max_wait_ms", settings.max_wait_ms),
-            ("queue_size", settings.queue_size),
-        )
-        if value is not None
-    }
-    pool = PoolConfig.for_machine(
-        max(1, cpus // settings.inference_threads),
-        gpus,
-        timeout_s=settings.classify_timeout,
-        **overrides,
-    )
-    worker = WorkerConfig(
-        models_dir=settings.models_dir,
-        model_path=model_path,
-        threads=settings.inference_threads,
-        max_pixels=settings.max_image_pixels,
-        top_k=settings.top_k,
-        device="cuda" if gpus else "cpu",
-        log_level="DEBUG" if settings.log_level == "DEBUG" else "WARNING",
-    )
-    logger.info(
-        "pool: %d worker(s) × %d thread(s) on %s, batches of up to %d",
-        pool.workers,
-        worker.threads,
-        worker.device,
-        pool.max_batch,
-    )
-    return Classifier(worker, pool)
-
-
-def count_gpus() -> int:
-    """NVIDIA GPUs the driver shows, without importing torch in the bot process."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
-
-
-def available_cpus(
-    cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
-) -> int:
-    """The CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota (a
-    container's `--cpus`, compose's `cpus:`) rounded down; at least 1."""
-    cpus = len(os.sched_getaffinity(0))
-    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
-    if quota is not None:
-        cpus = min(cpus, max(1, int(quota)))
-    return cpus
-
-
-def cgroup_cpu_quota(cgroup_root: Path, proc_cgroup: Path) -> float | None:
-    """The tightest CPU quota, in CPUs, on this process's cgroup and its ancestors; None when
-    there is none. Reads cgroup v2's `cpu.max` and v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us`.
-    """
-    try:
-        lines = proc_cgroup.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    quotas: list[float] = []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers:  # cgroup v2
-            if (cgroup_root / "cgroup.controllers").is_file():
-                for folder in _cgroup_folders(cgroup_root, path):
-                    quotas.extend(_v2_quota(folder / "cpu.max"))
-        elif "cpu" in controllers.split(","):  # cgroup v1, mounted as cpu or cpu,cpuacct
-            for mount in (cgroup_root / "cpu", cgroup_root / controllers):
-                if mount.is_dir():
-                    for folder in _cgroup_folders(mount, path):
-                        quotas.extend(_v1_quota(folder))
-                    break
-    return min(quotas, default=None)
-
-
-def _cgroup_folders(mount: Path, path: str) -> Iterator[Path]:
-    """The folder of the cgroup at `path` under `mount`, then its ancestors up to `mount`.
-    Inside a container the mount is often the container's own cgroup, which /proc still
-    names by its host path: then only the mount itself is read."""
-    folder = mount / path.strip("/")
-    if not folder.is_dir():
-        folder = mount
-    while True:
-        yield folder
-        if folder == mount or mount not in folder.parents:
-            return
-        folder = folder.parent
-
-
-def _v2_quota(cpu_max: Path) -> list[float]:
-    try:
-        quota, _, period = cpu_max.read_text(encoding="utf-8").partition(" ")
-        if quota.strip() == "max":
-            return []
-        return [int(quota) / int(period)]
-    except (OSError, ValueError, ZeroDivisionError):
-        return []
-
-
-def _v1_quota(folder: Path) -> list[float]:
-    try:
-        quota = int((folder / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
-        period = int((folder / "cpu.cfs_period_us").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [quota / period] if quota > 0 and period > 0 else []
-
-
-def data_dir_problem(data_dir: Path) -> str | None:
-    """Why this process could not write under DATA_DIR, with what to do; None when it can.
-
-    The usual cause is a host folder mounted into the container (`./data:/data`) that belongs
-    to another user than the image's. Checks without creating anything.
-    """
-    wanted = [
-        data_dir,
-        feedback_dir(data_dir),
-        database_path(data_dir),
-        feedback_dir(data_dir) / IMAGES_FOLDER,
-        models_dir(data_dir),
-    ]
-    present = [path for path in wanted if path.exists()]
-    if not present:  # nothing yet: it is created in the nearest folder that exists
-        present = [next(parent for parent in data_dir.absolute().parents if parent.exists())]
-    for path in present:
-        mode = os.W_OK | (os.X_OK if path.is_dir() else os.R_OK)
-        if not os.access(path, mode):
-            uid, gid = os.getuid(), os.getgid()
-            return (
-                f"DATA_DIR {data_dir} is not writable: this process (uid {uid}, gid {gid}) "
-                f"cannot write {path}.\nA folder mounted from the host (e.g. ./data:/data) "
-                f"must belong to that user: run `sudo chown -R {uid}:{gid} ./data` on the "
-                "host, or use the named volume of docker-compose.yml (verdict-data)."
-            )
-    return None
 
 
 def _print_sandbox_help(url: str, host: str) -> None:

@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import statistics
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 from model import worker
 from model.files import sha256_file
+from model.poolconfig import PoolConfig, PoolStats, percentile
 from model.registry import RegistryError, card_sha256
 from model.types import (
     ClassifierBusy,
@@ -44,58 +44,6 @@ __all__ = ["BatchObserver", "Classifier", "ModelLoadError", "PoolConfig", "PoolS
 logger = logging.getLogger(__name__)
 
 BatchObserver = Callable[[int, list[float], float], None]
-
-
-@dataclass(frozen=True, slots=True)
-class PoolConfig:
-    """How many workers, how requests are batched, and how long they may wait."""
-
-    workers: int = 1
-    max_batch: int = 4
-    max_wait_ms: float = 0.0
-    queue_size: int = 64
-    timeout_s: float = 30.0
-    start_timeout_s: float = 300.0
-    hang_timeout_s: float = 120.0
-    start_method: str = "forkserver"
-    gpus: int = 0
-
-    @classmethod
-    def for_machine(cls, cpus: int, gpus: int = 0, **overrides: Any) -> PoolConfig:
-        """Defaults that fit the machine: one single-thread worker per core, or one per GPU.
-
-        On CPU, parallel processes pay and batching does not (EfficientNet's depthwise
-        convolutions), so a batch forms only from what queued while every worker was busy. On
-        GPU, one worker per device waits a few milliseconds to fill larger batches.
-        """
-        if gpus:
-            base = cls(workers=gpus, max_batch=32, max_wait_ms=5.0, queue_size=256, gpus=gpus)
-        else:
-            base = cls(workers=max(1, cpus), max_batch=4, max_wait_ms=0.0, queue_size=64)
-        return replace(base, **overrides)
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of the pool for /stats, /readyz and /metrics."""
-
-    model: str
-    workers_ready: int
-    workers_wanted: int
-    queue_depth: int
-    in_flight: int
-    answered: int
-    rejected: int
-    failed: int
-    busy_refusals: int
-    expired: int
-    worker_restarts: int
-    batches: int
-    batch_sizes: dict[int, int]
-    queue_ms_p50: float
-    queue_ms_p95: float
-    inference_ms_p50: float
-    inference_ms_p95: float
 
 
 @dataclass(eq=False)
@@ -326,10 +274,10 @@ class Classifier:
             worker_restarts=self._counts["restarts"],
             batches=sum(self._batch_sizes.values()),
             batch_sizes=dict(sorted(self._batch_sizes.items())),
-            queue_ms_p50=_percentile(self._queue_ms, 50),
-            queue_ms_p95=_percentile(self._queue_ms, 95),
-            inference_ms_p50=_percentile(self._inference_ms, 50),
-            inference_ms_p95=_percentile(self._inference_ms, 95),
+            queue_ms_p50=percentile(self._queue_ms, 50),
+            queue_ms_p95=percentile(self._queue_ms, 95),
+            inference_ms_p50=percentile(self._inference_ms, 50),
+            inference_ms_p95=percentile(self._inference_ms, 95),
         )
 
     def set_observer(self, observer: BatchObserver | None) -> None:
@@ -629,11 +577,3 @@ class Classifier:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("pool task %s failed", task.get_name(), exc_info=task.exception())
-
-
-def _percentile(samples: Sequence[float], pct: int) -> float:
-    if not samples:
-        return 0.0
-    if len(samples) == 1:
-        return float(samples[0])
-    return float(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1])

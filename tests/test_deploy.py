@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.__main__ import available_cpus, cgroup_cpu_quota, data_dir_problem
 from bot.config import load_settings
 from bot.healthcheck import healthz_url
+from bot.startup import available_cpus, cgroup_cpu_quota, data_dir_problem
 
 REPO = Path(__file__).resolve().parent.parent
 

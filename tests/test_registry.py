@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.__main__ import adopt_default_export, choose_model
 from bot.config import Settings
+from bot.startup import adopt_default_export, choose_model
 from model.default import DEFAULT_MODEL_FILE
 from model.registry import (
     ACTIVE_NAME,
