@@ -324,9 +324,9 @@ main() {
 
     say "the image alone: CPU limit, a bind mount it cannot write, no token"
     local workers
-    workers=$(docker run --rm --cpus 1 verdict:latest python -c "from bot.__main__ import available_cpus; print(available_cpus())")
+    workers=$(docker run --rm --cpus 1 verdict:latest python -c "from bot.startup import available_cpus; print(available_cpus())")
     [ "$workers" = 1 ] || fail "--cpus 1 gives $workers worker(s)"
-    ok "--cpus 1: 1 worker ($(docker run --rm verdict:latest python -c "from bot.__main__ import available_cpus; print(available_cpus())") without a limit on this $(nproc)-CPU host)"
+    ok "--cpus 1: 1 worker ($(docker run --rm verdict:latest python -c "from bot.startup import available_cpus; print(available_cpus())") without a limit on this $(nproc)-CPU host)"
     mkdir "$WORK/bind"
     local refused status
     set +e
