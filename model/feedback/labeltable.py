@@ -29,6 +29,7 @@ from model.feedback.labels import (
     group_proposals,
     label_key,
 )
+from model.feedback.records import checked_enum
 from model.feedback.schema import transaction
 from model.feedback.thread import DiskThread
 
@@ -52,13 +53,7 @@ _DECISION_COLUMNS = "key, label, decision, target, admin_id, created"
 
 
 def _kind(decision: LabelDecisionKind | str) -> LabelDecisionKind:
-    try:
-        return LabelDecisionKind(decision)
-    except ValueError:
-        expected = tuple(kind.value for kind in LabelDecisionKind)
-        raise InvalidLabelDecision(
-            f"unknown label decision {decision!r}; expected one of {expected}"
-        ) from None
+    return checked_enum(LabelDecisionKind, decision, InvalidLabelDecision, "label decision")
 
 
 def _decision_from_row(row: sqlite3.Row) -> LabelDecision:

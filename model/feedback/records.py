@@ -10,6 +10,7 @@ import enum
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from model.types import LabelScore, Prediction
 
@@ -197,26 +198,27 @@ class FeedbackStats:
     accuracy_per_label: dict[str, tuple[int, int]]
 
 
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+def checked_enum(kind: type[E], value: str, error: type[Exception], what: str) -> E:
+    """`value` (a member of `kind` or its value) as a member; else `error` naming the value
+    and every one expected (`what`: "verdict kind", "review decision", ...)."""
+    try:
+        return kind(value)
+    except ValueError:
+        expected = tuple(member.value for member in kind)
+        raise error(f"unknown {what} {value!r}; expected one of {expected}") from None
+
+
 def verdict_kind(kind: str) -> VerdictKind:
     """`kind` (a `VerdictKind` or its value) as a `VerdictKind`; raises `InvalidVerdict`."""
-    try:
-        return VerdictKind(kind)
-    except ValueError:
-        expected = tuple(k.value for k in VerdictKind)
-        raise InvalidVerdict(
-            f"unknown verdict kind {kind!r}; expected one of {expected}"
-        ) from None
+    return checked_enum(VerdictKind, kind, InvalidVerdict, "verdict kind")
 
 
 def review_decision(decision: str) -> ReviewDecision:
     """`decision` (a `ReviewDecision` or its value) as one; raises `InvalidReview`."""
-    try:
-        return ReviewDecision(decision)
-    except ValueError:
-        expected = tuple(d.value for d in ReviewDecision)
-        raise InvalidReview(
-            f"unknown review decision {decision!r}; expected one of {expected}"
-        ) from None
+    return checked_enum(ReviewDecision, decision, InvalidReview, "review decision")
 
 
 def normalize_label(label: str) -> str:
