@@ -100,6 +100,23 @@ class CheckedModel(NamedTuple):
     sha256: str
 
 
+def read_card(folder: Path) -> ModelCard:
+    """The card of the version in `folder`; `UnknownVersion` when it has none, `RegistryError`
+    when it is unreadable, malformed or describes another version."""
+    try:
+        data = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UnknownVersion(f"no model version {folder.name!r}") from None
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{folder / CARD_NAME} is unreadable: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RegistryError(f"{folder / CARD_NAME} is not a JSON object")
+    card = ModelCard.from_json(data)
+    if card.version != folder.name:
+        raise RegistryError(f"{folder / CARD_NAME} describes {card.version}, not {folder.name}")
+    return card
+
+
 def card_sha256(model_file: Path) -> str | None:
     """The sha256 the card records for `model_file` when the file is a registered version's
     model (in a version folder, named by its card); None for any other file.
@@ -111,11 +128,8 @@ def card_sha256(model_file: Path) -> str | None:
     if not VERSION_PATTERN.match(folder.name) or not (folder / CARD_NAME).exists():
         return None
     try:
-        data = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise RegistryError(f"{folder / CARD_NAME} is not a JSON object")
-        card = ModelCard.from_json(data)
-    except (OSError, ValueError, RegistryError) as exc:
+        card = read_card(folder)
+    except RegistryError as exc:
         raise IntegrityError(f"cannot check {model_file}: its card is unreadable ({exc})") from exc
     return card.sha256 if card.file == Path(model_file).name else None
 
@@ -137,7 +151,7 @@ class Registry:
             if not VERSION_PATTERN.match(folder.name) or not folder.is_dir():
                 continue
             try:
-                cards.append(self._read_card(folder))
+                cards.append(read_card(folder))
             except RegistryError as exc:
                 logger.warning("model version %s is unreadable: %s", folder.name, exc)
         cards.sort(key=lambda card: (card.number, card.version))
@@ -158,7 +172,7 @@ class Registry:
             if VERSION_PATTERN.match(wanted):
                 folder = self.models_dir / wanted
                 if (folder / CARD_NAME).is_file():
-                    card = self._read_card(folder)
+                    card = read_card(folder)
             elif short:
                 card = next((c for c in self.versions() if c.number == int(short[1])), None)
         if card is None:
@@ -179,7 +193,7 @@ class Registry:
         folder = self.models_dir / name
         if not (folder / CARD_NAME).is_file():
             raise RegistryError(f"the active version {name} is not in {self.models_dir}")
-        return self._read_card(folder)
+        return read_card(folder)
 
     def default(self) -> ModelCard | None:
         """The first registered bundled-default version, if any."""
@@ -228,7 +242,7 @@ class Registry:
         """
         card = self.get(version) if isinstance(version, str) else version
         # Re-read the card from disk: a card object held since before a change proves nothing.
-        stored = self._read_card(self.models_dir / card.version)
+        stored = read_card(self.models_dir / card.version)
         path = self.models_dir / stored.version / stored.file
         try:
             actual = sha256_file(path)
@@ -430,22 +444,6 @@ class Registry:
         return card
 
     # ----------------------------------------------------------------------------- internals
-
-    def _read_card(self, folder: Path) -> ModelCard:
-        try:
-            data = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UnknownVersion(f"no model version {folder.name!r}") from None
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"{folder / CARD_NAME} is unreadable: {exc}") from exc
-        if not isinstance(data, dict):
-            raise RegistryError(f"{folder / CARD_NAME} is not a JSON object")
-        card = ModelCard.from_json(data)
-        if card.version != folder.name:
-            raise RegistryError(
-                f"{folder / CARD_NAME} describes {card.version}, not {folder.name}"
-            )
-        return card
 
     def _history(self) -> list[str]:
         try:
