@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from telegram import BotCommand, BotCommandScopeChat, BotCommandScopeDefault, Update
 from telegram.error import TelegramError
@@ -75,6 +75,14 @@ async def set_command_menus(application: BotApp, admin_ids: frozenset[int]) -> N
             logger.warning(
                 "admin %d gets the admin menu after writing to the bot: %s", admin_id, exc
             )
+
+
+async def tell_admins(bot: Any, admin_ids: frozenset[int], text: str) -> None:
+    """Send `text` to every admin; one who never opened the bot's chat cannot be written to
+    (Telegram refuses), and the log has it all anyway."""
+    for admin_id in sorted(admin_ids):
+        with contextlib.suppress(TelegramError):
+            await bot.send_message(admin_id, text)
 
 
 async def on_admin_only(update: Update, context: Ctx) -> None:

@@ -17,7 +17,6 @@ then loses what was in flight. So:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -27,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from telegram import Bot, Message, Update
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest
 from telegram.ext import BaseUpdateProcessor, ExtBot
 
 from bot import replies
+from bot.access import tell_admins
 from bot.inboxstore import BUSY_TIMEOUT_S, MAX_ATTEMPTS, InboxStore, Pending
 from model.feedback.health import FeedbackUnavailable, WriteGuard
 from model.feedback.thread import DiskThread
@@ -297,12 +297,7 @@ class Inbox:
             return
         bot, admin_ids = self._admins
 
-        async def tell() -> None:
-            for admin_id in sorted(admin_ids):
-                with contextlib.suppress(TelegramError):
-                    await bot.send_message(admin_id, text)
-
-        task = asyncio.get_running_loop().create_task(tell())
+        task = asyncio.get_running_loop().create_task(tell_admins(bot, admin_ids, text))
         self._telling.add(task)  # held until done: the loop keeps only a weak reference
         task.add_done_callback(self._telling.discard)
 

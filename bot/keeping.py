@@ -8,14 +8,12 @@ both hear that too.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from telegram.error import TelegramError
-
 from bot import replies
+from bot.access import tell_admins
 
 if TYPE_CHECKING:
     from bot.context import Ctx
@@ -50,7 +48,9 @@ class Keeping:
             exc_info=exc,
         )
         text = replies.not_keeping_text(str(exc) or type(exc).__name__)
-        context.application.create_task(_tell_admins(context, text))
+        context.application.create_task(
+            tell_admins(context.bot, context.services.settings.admin_ids, text)
+        )
 
     def kept(self, context: Ctx) -> None:
         """A write worked: if writes were failing, log and tell the admins that they work."""
@@ -63,11 +63,6 @@ class Keeping:
             failures,
             time.time() - since,
         )
-        context.application.create_task(_tell_admins(context, replies.KEEPING_AGAIN))
-
-
-async def _tell_admins(context: Ctx, text: str) -> None:
-    for admin_id in sorted(context.services.settings.admin_ids):
-        # An admin who never opened the bot's chat cannot be written to; the log has it all.
-        with contextlib.suppress(TelegramError):
-            await context.bot.send_message(admin_id, text)
+        context.application.create_task(
+            tell_admins(context.bot, context.services.settings.admin_ids, replies.KEEPING_AGAIN)
+        )
