@@ -1,5 +1,12 @@
-# Verdict: the bot and its model workers in one image.
-#   CPU (default):   docker build -t verdict .
+# Verdict: the bot and its model workers in one image. Two targets:
+#   full (default):  docker build -t verdict .
+#                    everything: fit, import, compile, and serve on fastai or ONNX (about 2 GB
+#                    with CPU torch, 6.6 GB with PyPI's)
+#   slim:            docker build --target slim -t verdict:slim .
+#                    serves compiled (ONNX) versions only: no torch, no fastai (under 500 MB);
+#                    carries the bundled default, compiled at build time, and registers it at
+#                    its first start. Other versions come as bundles made in a full install
+#                    (`python -m training bundle VERSION FILE`, then `training import FILE`).
 #   GPU:             docker build --build-arg TORCH_INDEX=https://pypi.org/simple -t verdict:gpu .
 #                    (PyPI's torch is the CUDA build)
 #   Another base:    docker build --build-arg BASE_IMAGE=verdict-base:bookworm -t verdict .
@@ -7,17 +14,16 @@
 #                    scripts/compose-check.sh, which makes one where Docker Hub is out of reach)
 ARG BASE_IMAGE=python:3.11-slim
 
-# The dependency list alone, read out of pyproject.toml: edits elsewhere in pyproject.toml, in
-# README.md or in the sources leave the dependency layer below cached.
+# The dependency lists alone, read out of pyproject.toml: edits elsewhere in pyproject.toml, in
+# README.md or in the sources leave the dependency layers below cached. requirements.txt is
+# what serving a compiled version needs; requirements-train.txt the `train` extra.
 FROM ${BASE_IMAGE} AS requirements
 COPY pyproject.toml /src/pyproject.toml
-RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb')); print('\n'.join(p['project']['dependencies']))" > /requirements.txt
+RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb')); print('\n'.join(p['project']['dependencies']))" > /requirements.txt \
+ && python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb')); print('\n'.join(p['project']['optional-dependencies']['train']))" > /requirements-train.txt
 
-FROM ${BASE_IMAGE}
-
-# CPU-only torch wheels by default: PyPI's build carries CUDA (several GB).
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-
+# What both targets share: the environment, the user and the data folder.
+FROM ${BASE_IMAGE} AS runtime
 # PATH spelled out: a base made with `docker import` has no PATH of its own.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -27,17 +33,26 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/data \
     HTTP_HOST=0.0.0.0 \
     PORT=8080
-
 WORKDIR /app
+RUN useradd --create-home --uid 10001 verdict \
+ && mkdir -p /data \
+ && chown verdict:verdict /data
+
+# ----------------------------------------------------------------------------- full
+
+FROM runtime AS full-install
+
+# CPU-only torch wheels by default: PyPI's build carries CUDA (several GB).
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 # Dependencies in their own layer, at the exact versions of constraints.txt (the ones the
-# benchmarks were measured on): rebuilt only when the dependency list or the pins change.
+# benchmarks were measured on): rebuilt only when the dependency lists or the pins change.
 COPY constraints.txt ./
-COPY --from=requirements /requirements.txt ./
+COPY --from=requirements /requirements.txt /requirements-train.txt ./
 RUN python3 -m venv /opt/venv \
  && pip install -c constraints.txt --upgrade pip setuptools \
  && pip install -c constraints.txt --index-url "${TORCH_INDEX}" torch torchvision \
- && pip install -c constraints.txt -r requirements.txt
+ && pip install -c constraints.txt -r requirements.txt -r requirements-train.txt
 
 # Not sandbox/ (the local stand-in for Telegram, for development; .dockerignore leaves it out
 # too): without a bot token this image refuses to start rather than serve a sandbox.
@@ -45,10 +60,58 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY model ./model
 COPY training ./training
-RUN pip install --no-deps --no-build-isolation . \
- && useradd --create-home --uid 10001 verdict \
- && mkdir -p /data \
- && chown verdict:verdict /data
+RUN pip install --no-deps --no-build-isolation .
+
+# The bundled default, exported, registered and compiled here (a throwaway data folder), then
+# bundled without its learner for the slim image: ONNX files and card only.
+FROM full-install AS seed
+RUN python -m training compile default --data-dir /tmp/seed-data \
+ && mkdir -p /seed \
+ && python -m training.bundle default /seed/default.tar --without-learner --data-dir /tmp/seed-data \
+ && rm -rf /tmp/seed-data
+
+# ----------------------------------------------------------------------------- slim
+
+FROM runtime AS slim
+
+# The serving dependencies only, at the pins of constraints.txt; torch and fastai must not
+# come in with them. What serving never runs goes in the same layer (the packages' own test
+# suites; onnxruntime's quantization, model-conversion and transformer tools): about 35 MB.
+COPY constraints.txt ./
+COPY --from=requirements /requirements.txt ./
+RUN python3 -m venv /opt/venv \
+ && pip install -c constraints.txt --upgrade pip setuptools \
+ && pip install -c constraints.txt -r requirements.txt \
+ && find /opt/venv/lib -depth -type d -name tests -path "*/site-packages/*" -exec rm -rf {} + \
+ && rm -rf /opt/venv/lib/python3*/site-packages/onnxruntime/transformers \
+           /opt/venv/lib/python3*/site-packages/onnxruntime/quantization \
+           /opt/venv/lib/python3*/site-packages/onnxruntime/tools \
+ && python -c "import importlib.util as u, sys; found = [m for m in ('torch', 'fastai', 'torchvision', 'timm', 'onnx') if u.find_spec(m)]; sys.exit(f'the slim image holds {found}' if found else 0)" \
+ && if python -c "import torch" 2>/dev/null; then echo "torch imports in the slim image" >&2; exit 1; fi
+
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY model ./model
+COPY training ./training
+RUN pip install --no-deps --no-build-isolation .
+
+# Registered as the active version at the first start when the data folder has none
+# (model/seed.py, called from bot/startup.py).
+COPY --from=seed /seed /opt/verdict/seed
+ENV VERDICT_SEED_MODELS=/opt/verdict/seed
+
+# As the full image below: a normal user, everything written to the /data volume, no secrets.
+USER verdict
+VOLUME ["/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+  CMD ["python", "-m", "bot.healthcheck"]
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "bot"]
+
+# ----------------------------------------------------------------------------- full (default)
+
+FROM full-install AS full
 
 # Runs as a normal user; everything it writes goes to the /data volume. No secrets baked in:
 # the token comes from the environment (docker compose's env_file) at run time.

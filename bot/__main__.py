@@ -20,6 +20,7 @@ from telegram import Update
 from bot.access import set_command_menus
 from bot.app import build_application
 from bot.buildinfo import version_line
+from bot.compiling import BackgroundCompile, needs_compiling
 from bot.config import ConfigError, Secret, Settings, load_settings
 from bot.context import Services
 from bot.inbox import Inbox
@@ -106,12 +107,13 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = Registry(settings.models_dir)
     try:
-        model_path = choose_model(settings, registry)
+        served = choose_model(settings, registry)
     except RegistryError as exc:
         logger.error("cannot load the active model: %s", exc)
         print(f"Model registry error: {exc}", file=sys.stderr)
         return 2
-    classifier = build_classifier(settings, model_path)
+    classifier = build_classifier(settings, served)
+    compiler = BackgroundCompile(settings, registry, classifier)
     metrics = Metrics()
     metrics.watch_pool(classifier.stats)
     classifier.set_observer(metrics.observe_batch)
@@ -149,7 +151,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     )
     inbox_pruning = asyncio.create_task(inbox.prune_forever())
     try:
-        if model_path is None:
+        if served is None:
             logger.info(
                 "first start: the model workers export the bundled default model to %s "
                 "(once per data folder, a few seconds)",
@@ -161,7 +163,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         if not await _unless_stopped(classifier.start(), stop):
             logger.info("stopping while starting: the model workers were not ready yet")
             return 0
-        if model_path is None and not await _unless_stopped(
+        if served is None and not await _unless_stopped(
             serve_exported_default(classifier, registry), stop
         ):
             logger.info("stopping while starting: the model workers were not ready yet")
@@ -193,11 +195,17 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
             )
             if sandbox is not None:
                 _print_sandbox_help(sandbox.url, settings.sandbox_host)
+            # The bundled default just exported, or a version from an earlier release.
+            with contextlib.suppress(RegistryError):
+                active = await asyncio.to_thread(registry.active)
+                if needs_compiling(settings, active) and active is not None:
+                    compiler.start(active.version)
             await stop.wait()
             # SIGTERM: take no new updates, answer what was received, then stop the workers.
             logger.info("stopping: no new updates; finishing what is in progress")
             # A training run would hold the stop for its whole length: it is cancelled.
             await cancel_retraining_for_shutdown(services)
+            await compiler.stop()
             if webhook:
                 await web.stop()  # Telegram keeps undelivered updates and retries them later
             elif application.updater is not None:
@@ -206,6 +214,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     finally:
         pruning.cancel()
         inbox_pruning.cancel()
+        await compiler.stop()
         await web.stop()
         await classifier.close()
         await inbox.close()

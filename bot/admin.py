@@ -58,7 +58,7 @@ async def on_stats(update: Update, context: Ctx) -> None:
     last_day = await log.stats_since(now - 86400)
     pool = services.classifier.stats()
     lines = [
-        f"📊 Model {pool.model}",
+        f"📊 Model {pool.model} on {pool.backend}",
         f"Workers ready: {pool.workers_ready}/{pool.workers_wanted} · queue: {pool.queue_depth}"
         f" · in flight: {pool.in_flight}",
         "",

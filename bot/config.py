@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from model.compiled import BACKENDS
 from model.datadir import DEFAULT_DATA_DIR, data_dir, models_dir, read_environment
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class Settings:
     max_messages_per_second: float = 30.0
     album_wait_s: float = 1.0
     inference_device: str = "auto"
+    inference_backend: str = "auto"
     workers: int | None = None
     inference_threads: int = 1
     max_batch: int | None = None
@@ -155,6 +157,7 @@ def load_settings(
         ),
         album_wait_s=reader.get("ALBUM_WAIT_MS", _float_between(0, 10_000), 1000.0) / 1000,
         inference_device=reader.get("INFERENCE_DEVICE", _device, defaults.inference_device),
+        inference_backend=reader.get("INFERENCE_BACKEND", _backend, defaults.inference_backend),
         workers=reader.get("WORKERS", _int_between(1, 64), None),
         inference_threads=reader.get(
             "INFERENCE_THREADS", _int_between(1, 256), defaults.inference_threads
@@ -333,6 +336,13 @@ def _device(raw: str) -> str:
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"expected auto, cpu or cuda, got {raw!r}")
     return device
+
+
+def _backend(raw: str) -> str:
+    backend = raw.lower()
+    if backend not in BACKENDS:
+        raise ValueError(f"expected one of {', '.join(BACKENDS)}, got {raw!r}")
+    return backend
 
 
 def _log_level(raw: str) -> str:

@@ -17,6 +17,7 @@ from bot.downloads import MEMORY_BUDGET_BYTES, Downloader, PhotoSlots
 from bot.inbox import Inbox
 from bot.keeping import Keeping
 from bot.metrics import Metrics
+from model.compiled import CompiledModel
 from model.feedback import (
     LabelLog,
     PredictionLog,
@@ -42,8 +43,11 @@ class ImageClassifier(Protocol):
         """Top-k labels for the image, or an `ImageRejected` / `ClassifierUnavailable`."""
         ...
 
-    async def swap(self, model_path: Path) -> str:
-        """Serve `model_path` from now on (its model name); `ModelLoadError` keeps the old."""
+    async def swap(
+        self, model_path: Path, sha256: str | None = None, compiled: CompiledModel | None = None
+    ) -> str:
+        """Serve `model_path` (or its `compiled` form) from now on; the model name.
+        `ModelLoadError` keeps the old model serving."""
         ...
 
     def stats(self) -> PoolStats:

@@ -19,6 +19,7 @@ from bot import keyboards, labeltexts
 from bot.context import Ctx, Services
 from bot.edits import not_modified_ok
 from bot.versions import metrics_text
+from model.serving import fastai_available
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,14 @@ async def on_retrain(update: Update, context: Ctx) -> None:
         await message.reply_text("A retraining is already running:\n" + running.progress_text())
         return
     settings = context.services.settings
+    if not fastai_available():
+        await message.reply_text(
+            "Retraining needs the full image (fastai and torch); this one serves compiled "
+            "versions only. Retrain on a machine with the full image, then move the new "
+            "version here: `python -m training bundle VERSION FILE` there, "
+            "`python -m training import FILE` here."
+        )
+        return
     if settings.training_data_dir is None:
         await message.reply_text(
             "Set TRAINING_DATA_DIR to a folder with one sub-folder of images per label, then "

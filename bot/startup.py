@@ -18,25 +18,35 @@ from model.default import DEFAULT_MODEL_FILE
 from model.feedback.schema import IMAGES_FOLDER, database_path, feedback_dir
 from model.pool import Classifier, ModelLoadError, PoolConfig
 from model.registry import ModelCard, Registry
+from model.serving import FULL_IMAGE_HINT, NeedsFullInstall, Served, fastai_available, served_form
 from model.worker import WorkerConfig
 
 logger = logging.getLogger("bot")
 
 
-def choose_model(settings: Settings, registry: Registry) -> Path | None:
-    """MODEL_PATH when set; else the registry's active version (sha256 checked); else None,
-    which makes the workers export the bundled default (`serve_exported_default` then
-    registers it).
+def choose_model(settings: Settings, registry: Registry) -> Served | None:
+    """What the workers serve at start: MODEL_PATH when set (on fastai); else the registry's
+    active version in the form INFERENCE_BACKEND picks (model/serving.py, every file's sha256
+    checked); else None, which makes the workers export the bundled default
+    (`serve_exported_default` then registers it).
 
     An export of the default lying beside the versions (left by an earlier release, or by a
     start that stopped before registering it) is registered now when no version is active, and
     removed when the default is registered already: the data folder holds each model once.
+    `RegistryError` (`NeedsFullInstall`) when this install cannot serve what is there.
     """
+    can_fastai = fastai_available()
     if settings.model_path is not None:
+        if not can_fastai:
+            raise NeedsFullInstall(
+                "MODEL_PATH names a fastai learner, which needs the full install; "
+                + FULL_IMAGE_HINT
+            )
         logger.info(
             "using MODEL_PATH %s (the registry's active version is ignored)", settings.model_path
         )
-        return settings.model_path
+        return Served(settings.model_path, None, None)
+    seed_models(registry)
     active = registry.active()
     export = registry.models_dir / DEFAULT_MODEL_FILE
     if export.is_file():
@@ -46,7 +56,37 @@ def choose_model(settings: Settings, registry: Registry) -> Path | None:
             logger.info("removed %s: the bundled default is version %s", export, default.version)
         elif active is None:
             active = adopt_default_export(registry)
-    return None if active is None else registry.path_for(active)
+    if active is None:
+        if not can_fastai:
+            raise NeedsFullInstall(
+                "no model version is registered, and this install cannot make the bundled "
+                f"default (no fastai); {FULL_IMAGE_HINT}"
+            )
+        return None
+    served = served_form(registry, active, settings.inference_backend, can_fastai=can_fastai)
+    logger.info(
+        "serving %s on %s%s",
+        active.version,
+        served.backend,
+        f" ({served.note})" if served.note else "",
+    )
+    return served
+
+
+SEED_ENV = "VERDICT_SEED_MODELS"
+
+
+def seed_models(registry: Registry) -> None:
+    """In an image that carries a compiled version (the slim image: $VERDICT_SEED_MODELS),
+    register and activate it when the registry is still empty."""
+    seed = os.environ.get(SEED_ENV)
+    if not seed or registry.versions():
+        return
+    from model.seed import seed_registry
+
+    card = seed_registry(registry, Path(seed))
+    if card is not None:
+        logger.info("registered %s from the image's %s as the active version", card.version, seed)
 
 
 def adopt_default_export(registry: Registry) -> ModelCard:
@@ -83,7 +123,7 @@ async def serve_exported_default(classifier: Classifier, registry: Registry) -> 
         logger.error("version %s did not load (%s); serving the export", card.version, exc)
 
 
-def build_classifier(settings: Settings, model_path: Path | None) -> Classifier:
+def build_classifier(settings: Settings, served: Served | None) -> Classifier:
     """The worker pool, sized for this machine unless the settings say otherwise."""
     gpus = count_gpus() if settings.inference_device in ("auto", "cuda") else 0
     if settings.inference_device == "cuda" and not gpus:
@@ -107,7 +147,9 @@ def build_classifier(settings: Settings, model_path: Path | None) -> Classifier:
     )
     worker = WorkerConfig(
         models_dir=settings.models_dir,
-        model_path=model_path,
+        model_path=served.path if served is not None else None,
+        model_sha256=served.sha256 if served is not None else None,
+        compiled=served.compiled if served is not None else None,
         threads=settings.inference_threads,
         max_pixels=settings.max_image_pixels,
         top_k=settings.top_k,

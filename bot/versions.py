@@ -12,8 +12,10 @@ from telegram.error import TelegramError
 
 from bot.callbacks import ModelButton
 from bot.context import Ctx
+from model.compiled import describe
 from model.pool import ModelLoadError
 from model.registry import RegistryError
+from model.serving import served_form
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ async def on_models(update: Update, context: Ctx) -> None:
             f"{mark} {card.version} — {card.architecture}, {len(card.labels)} labels, "
             f"{metrics_text(card.metrics)}"
         )
+        lines.extend(f"    {line}" for line in describe(card.compile_record))
     lines.append(f"\nServing now: {context.services.classifier.model_name}")
     lines.append("Switch with /use VERSION, or /use previous.")
     await message.reply_text("\n".join(lines))
@@ -76,16 +79,27 @@ async def switch_to(context: Ctx, wanted: str) -> str:
                 return "There is no previous version to go back to."
         else:
             card = await asyncio.to_thread(reg.get, wanted)
-        path = await asyncio.to_thread(reg.path_for, card)
+        backend = context.services.settings.inference_backend
+        served = await asyncio.to_thread(served_form, reg, card, backend)
     except (RegistryError, KeyError) as exc:
         return f"Can't use {wanted!r}: {exc}"
     try:
-        name = await context.services.classifier.swap(path)
+        name = await context.services.classifier.swap(served.path, served.sha256, served.compiled)
     except ModelLoadError as exc:
         return f"{card.version} failed to load, so the current model keeps serving: {exc}"
-    await asyncio.to_thread(reg.activate, card.version)
-    logger.info("admin switched the model to %s (%s)", card.version, name)
-    return f"Now serving {card.version} ({metrics_text(card.metrics)})."
+    try:
+        await asyncio.to_thread(reg.activate, card.version)
+    except RegistryError as exc:  # its files changed since they were checked a moment ago
+        logger.error("%s serves but could not be marked active: %s", card.version, exc)
+        return f"{card.version} serves now, but could not be marked active: {exc}"
+    logger.info(
+        "admin switched the model to %s (%s on %s%s)",
+        card.version,
+        name,
+        served.backend,
+        f"; {served.note}" if served.note else "",
+    )
+    return f"Now serving {card.version} on {served.backend} ({metrics_text(card.metrics)})."
 
 
 async def on_model_button(update: Update, context: Ctx) -> None:

@@ -113,6 +113,8 @@ class WebServer:
             "mode": self._services.settings.mode,
             "problems": problems,
             "model": stats.model,
+            # What the workers run: "onnx", "onnx-int8" (the compiled forms) or "fastai".
+            "backend": stats.backend,
             "workers_ready": stats.workers_ready,
             "queue_depth": stats.queue_depth,
             # Verdict's, Python's and the libraries' versions (read from package metadata).

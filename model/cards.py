@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.compiled import CompiledFormError, CompileRecord
+
 CARD_NAME = "card.json"
 MODEL_FILE = "model.pkl"
 CARD_FORMAT = 1
@@ -52,7 +54,21 @@ class ModelCard:
     parent: str | None = None  # the version that was active when this one was made
     params: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # kind → file name in the folder
+    # What compiling the learner found (model/compiled.py's CompileRecord as JSON); None when
+    # the version was never compiled.
+    compiled: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they were
+
+    @property
+    def compile_record(self) -> CompileRecord | None:
+        """The compile record, read strictly; None when never compiled or unreadable (a
+        damaged record makes the version serve on fastai, it does not refuse it)."""
+        if self.compiled is None:
+            return None
+        try:
+            return CompileRecord.from_json(self.compiled)
+        except CompiledFormError:
+            return None
 
     @property
     def is_default(self) -> bool:
@@ -83,6 +99,7 @@ class ModelCard:
                 "parent": self.parent,
                 "params": self.params,
                 "artifacts": self.artifacts,
+                "compiled": self.compiled,
             }
         )
         return data
@@ -110,6 +127,7 @@ class ModelCard:
             "parent",
             "params",
             "artifacts",
+            "compiled",
         }
         try:
             labels = data["labels"]
@@ -133,6 +151,7 @@ class ModelCard:
                 parent=_optional(data, "parent", str),
                 params=_optional(data, "params", dict) or {},
                 artifacts=_optional(data, "artifacts", dict) or {},
+                compiled=_optional(data, "compiled", dict),
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except KeyError as exc:

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from model import worker
+from model.compiled import CompiledModel
 from model.files import sha256_file
-from model.poolconfig import PoolConfig, PoolStats, percentile
+from model.poolconfig import ONNX_START_METHOD, PoolConfig, PoolStats, percentile
 from model.registry import RegistryError, card_sha256
 from model.types import (
     ClassifierBusy,
@@ -94,10 +95,7 @@ class Classifier:
         self._worker_config = worker_config
         self._pool_config = pool_config or PoolConfig()
         self._worker_target = worker_target
-        self._context = multiprocessing.get_context(self._pool_config.start_method)
-        if self._pool_config.start_method == "forkserver":
-            # The fork server imports torch and fastai once; forked workers share those pages.
-            self._context.set_forkserver_preload(["model.worker_preload"])
+        self._contexts: dict[str, Any] = {}  # by start method, made when first needed
         self._queue: deque[_Request] = deque()
         self._workers: list[_Worker] = []
         self._generation = 0
@@ -111,6 +109,7 @@ class Classifier:
         self._closing = False
         self._closed = False
         self.model_name = ""
+        self._backend = worker_config.backend
         self._labels: dict[str, tuple[str, ...]] = {}  # every model served since start
         self._observer: BatchObserver | None = None
         # Counters and recent samples for PoolStats.
@@ -133,11 +132,16 @@ class Classifier:
             workers = await self._start_generation(self._generation, config)
             self._worker_config = config
             self._workers.extend(workers)
-            self.model_name = workers[0].model
+            self.model_name, self._backend = workers[0].model, workers[0].process.backend
             self._accepting = True
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="pool-dispatcher")
             self._dispatcher.add_done_callback(self._task_done)
-        logger.info("classifier ready: %d worker(s), model %s", len(workers), self.model_name)
+        logger.info(
+            "classifier ready: %d worker(s), model %s on %s",
+            len(workers),
+            self.model_name,
+            self._backend,
+        )
 
     async def close(self, grace_s: float = 30.0) -> None:
         """Stop taking requests, answer what is queued (up to `grace_s`), stop the workers.
@@ -183,12 +187,20 @@ class Classifier:
             )
             self._workers.clear()
 
-    async def swap(self, model_path: Path, sha256: str | None = None) -> str:
-        """Serve `model_path` from now on, without failing a request; returns its model name.
+    async def swap(
+        self,
+        model_path: Path,
+        sha256: str | None = None,
+        compiled: CompiledModel | None = None,
+    ) -> str:
+        """Serve `model_path` (or its `compiled` form) from now on, without failing a request;
+        returns its model name.
 
         `sha256` is what the file must hash to (the registry card's, as `checked_model` gave
         it); when None, a registry version's file is held to its card, and any other file to
-        the hash it has now. The workers check it on the bytes they load. New workers load
+        the hash it has now. With `compiled`, the workers serve that ONNX form instead (the
+        backend may change either way), held to `compiled.sha256`, which is required, and
+        `model_path` is not read. The workers check the bytes they load. New workers load
         and warm up first; if that fails, `ModelLoadError` is raised and the current model
         keeps serving. Then new requests go to the new workers while the old ones finish
         their batch and stop. `ClassifierUnavailable` when the classifier closes meanwhile.
@@ -196,20 +208,25 @@ class Classifier:
         async with self._swap_lock:
             if self._closing:
                 raise ClassifierUnavailable("the classifier is shutting down")
-            config = replace(self._worker_config, model_path=model_path, model_sha256=sha256)
+            config = replace(
+                self._worker_config,
+                model_path=model_path,
+                model_sha256=sha256,
+                compiled=compiled,
+            )
             config = await self._checked(config)
             generation = self._generation + 1
             workers = await self._start_generation(generation, config)
             old = [w for w in self._workers if w.generation < generation]
             self._workers.extend(workers)
             self._generation, self._worker_config = generation, config
-            self.model_name = workers[0].model
+            self.model_name, self._backend = workers[0].model, workers[0].process.backend
             for w in old:
                 w.retiring = True
                 if w.batch is None:
                     self._spawn(self._stop_worker(w), f"pool-retire-{w.pid}")
             self._wakeup.set()
-            logger.info("swapped to model %s", self.model_name)
+            logger.info("swapped to model %s on %s", self.model_name, self._backend)
             return self.model_name
 
     # ------------------------------------------------------------------------------- requests
@@ -278,6 +295,7 @@ class Classifier:
             queue_ms_p95=percentile(self._queue_ms, 95),
             inference_ms_p50=percentile(self._inference_ms, 50),
             inference_ms_p95=percentile(self._inference_ms, 95),
+            backend=self._backend,
         )
 
     def set_observer(self, observer: BatchObserver | None) -> None:
@@ -287,6 +305,11 @@ class Classifier:
     def labels_for(self, model: str) -> tuple[str, ...] | None:
         """The labels of `model`, in its output order, if it has been served since start."""
         return self._labels.get(model)
+
+    @property
+    def backend(self) -> str:
+        """What serves the current model: "fastai", "onnx" or "onnx-int8"."""
+        return self._backend
 
     @property
     def queue_size(self) -> int:
@@ -475,7 +498,13 @@ class Classifier:
 
     async def _checked(self, config: WorkerConfig) -> WorkerConfig:
         """`config` with the sha256 its model file must have (see `swap`); `ModelLoadError`
-        when it cannot be had."""
+        when it cannot be had. A compiled form's sha256 comes with it (from the card)."""
+        if config.compiled is not None:
+            if not config.compiled.sha256:
+                raise ModelLoadError(
+                    f"the compiled form {config.compiled.path} comes without its sha256"
+                )
+            return config
         if config.model_path is None or config.model_sha256 is not None:
             return config
         path = config.model_path
@@ -542,9 +571,27 @@ class Classifier:
             raise ModelLoadError(str(errors[0])) from errors[0]
         return started
 
+    def _context_for(self, config: WorkerConfig) -> Any:
+        """The multiprocessing context `config`'s workers start from (see `PoolConfig`).
+
+        The torch fork server is set up, and so started, only when a fastai worker starts: a
+        pool serving only compiled forms never has it (its memory is the bot's to pay).
+        """
+        method = self._pool_config.start_method
+        if method == "forkserver" and config.compiled is not None:
+            method = ONNX_START_METHOD
+        context = self._contexts.get(method)
+        if context is None:
+            context = multiprocessing.get_context(method)
+            if method == "forkserver":
+                # The fork server imports torch and fastai once; forked workers share those.
+                context.set_forkserver_preload(["model.worker_preload"])
+            self._contexts[method] = context
+        return context
+
     async def _start_worker(self, generation: int, config: WorkerConfig) -> _Worker:
         process = await WorkerProcess.start(
-            self._context,
+            self._context_for(config),
             config,
             name=f"verdict-worker-g{generation}",
             timeout_s=self._pool_config.start_timeout_s,

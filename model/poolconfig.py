@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+# How compiled (ONNX) workers start when `PoolConfig.start_method` is "forkserver" (the torch
+# fork server's): a fresh interpreter that imports onnxruntime, numpy and Pillow only.
+ONNX_START_METHOD = "spawn"
+
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
@@ -19,6 +23,9 @@ class PoolConfig:
     timeout_s: float = 30.0
     start_timeout_s: float = 300.0
     hang_timeout_s: float = 120.0
+    # How fastai workers start: the fork server preloads torch and fastai once, and forked
+    # workers share those pages. Compiled (ONNX) workers never come from that server: with
+    # "forkserver" they start by `ONNX_START_METHOD`; any other method is used for both.
     start_method: str = "forkserver"
     gpus: int = 0
 
@@ -58,6 +65,7 @@ class PoolStats:
     queue_ms_p95: float
     inference_ms_p50: float
     inference_ms_p95: float
+    backend: str = "fastai"  # what serves `model`: "fastai", "onnx" or "onnx-int8"
 
 
 def percentile(samples: Sequence[float], pct: int) -> float:

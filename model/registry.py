@@ -22,6 +22,7 @@ fastai or telegram; the bot process uses this module directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -45,6 +46,7 @@ from model.cards import (
     RegistryError,
     UnknownVersion,
 )
+from model.compiled import FORM_FILES, CompileRecord
 from model.default import ARCHITECTURE as DEFAULT_ARCHITECTURE
 from model.default import IMAGE_SIZE as DEFAULT_IMAGE_SIZE
 from model.default import imagenet_labels_without_torch
@@ -76,6 +78,9 @@ VERSION_PATTERN = re.compile(r"^v(\d+)-(\d{8})-(\d{6})$")
 _SHORT_PATTERN = re.compile(r"^v(\d+)$")
 _ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STALE_STAGING_S = 24 * 3600
+# A card key (kept by ModelCard as an unknown key): the version was imported from a bundle made
+# without its learner; its card keeps the learner's name and sha256, the folder has no such file.
+LEARNER_OMITTED = "learner_omitted"
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
 
@@ -115,6 +120,11 @@ def read_card(folder: Path) -> ModelCard:
     if card.version != folder.name:
         raise RegistryError(f"{folder / CARD_NAME} describes {card.version}, not {folder.name}")
     return card
+
+
+def learner_omitted(card: ModelCard) -> bool:
+    """Whether the version was imported without its learner (serves a compiled form only)."""
+    return card.extra.get(LEARNER_OMITTED) is True
 
 
 def card_sha256(model_file: Path) -> str | None:
@@ -244,6 +254,12 @@ class Registry:
         # Re-read the card from disk: a card object held since before a change proves nothing.
         stored = read_card(self.models_dir / card.version)
         path = self.models_dir / stored.version / stored.file
+        if learner_omitted(stored) and not path.exists():
+            raise IntegrityError(
+                f"{stored.version}: this version was imported without its learner "
+                f"({stored.file}); it can be served in its compiled form only, and cannot be "
+                "fitted on, compiled or served on fastai"
+            )
         try:
             actual = sha256_file(path)
         except FileNotFoundError:
@@ -258,12 +274,75 @@ class Registry:
             )
         return CheckedModel(path, stored.sha256)
 
+    def checked_compiled(self, version: ModelCard | str, kind: str) -> CheckedModel:
+        """A compiled form's file and the sha256 the card records, after checking the file
+        (`IntegrityError` when the form is not on the card, or its file is missing or
+        altered)."""
+        card = self.get(version) if isinstance(version, str) else version
+        stored = read_card(self.models_dir / card.version)
+        record = stored.compile_record
+        form = record.forms.get(kind) if record is not None else None
+        if form is None:
+            raise IntegrityError(f"{stored.version} has no compiled {kind} form")
+        path = self.models_dir / stored.version / form.file
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise IntegrityError(f"{stored.version}: cannot read {path}: {exc}") from exc
+        if actual != form.sha256:
+            raise IntegrityError(
+                f"{stored.version}: {path} does not match its card (sha256 {actual[:12]}…, "
+                f"card says {form.sha256[:12]}…); it will not be loaded"
+            )
+        return CheckedModel(path, form.sha256)
+
     # ----------------------------------------------------------------------------- writing
+
+    def record_compiled(
+        self, version: ModelCard | str, record: CompileRecord, files: Mapping[str, Path]
+    ) -> ModelCard:
+        """Put a version's compiled files (form kind → file made elsewhere) into its folder and
+        its compile record on its card; the updated card.
+
+        Each file lands under the name the record gives its form, after its sha256 is checked
+        against the record; a compiled file no longer in the record is removed. The card is
+        replaced in one rename, under the registry lock.
+        """
+        card = self.get(version) if isinstance(version, str) else version
+        folder = self.models_dir / card.version
+        for kind, form in record.forms.items():
+            if kind not in files:
+                raise RegistryError(f"the compile record lists {kind} but no file was given")
+            if sha256_file(files[kind]) != form.sha256:
+                raise IntegrityError(f"the {kind} file does not match its compile record")
+        with self._locked():
+            stored = read_card(folder)
+            for kind, form in record.forms.items():
+                target = folder / form.file
+                staged = folder / f".{form.file}.tmp"
+                staged.unlink(missing_ok=True)
+                _copy_synced(files[kind], staged)
+                staged.chmod(FILE_MODE)
+                os.replace(staged, target)
+            kept = {form.file for form in record.forms.values()}
+            for name in FORM_FILES.values():
+                if name not in kept:
+                    (folder / name).unlink(missing_ok=True)
+            updated = dataclasses.replace(stored, compiled=record.to_json())
+            _write_atomically(folder / CARD_NAME, json.dumps(updated.to_json(), indent=2) + "\n")
+            fsync_dir(folder)
+        logger.info(
+            "recorded the compiled forms of %s: %s", card.version, ", ".join(kept) or "none"
+        )
+        return updated
 
     def activate(self, version: ModelCard | str) -> ModelCard:
         """Make a version the active one, after verifying its file. Returns its card."""
         card = self.get(version) if isinstance(version, str) else version
-        self.path_for(card)  # refuses a missing or altered file before anything changes
+        if learner_omitted(read_card(self.models_dir / card.version)):
+            self._check_compiled_forms(card)  # what it serves instead of a learner
+        else:
+            self.path_for(card)  # refuses a missing or altered file before anything changes
         with self._locked():
             self._write_active(card.version)
         logger.info("activated model version %s", card.version)
@@ -443,7 +522,108 @@ class Registry:
         logger.info("registered model version %s (%s)", card.version, architecture)
         return card
 
+    def register_bundle(
+        self,
+        card: ModelCard,
+        files: Mapping[str, Path],
+        *,
+        provenance: Mapping[str, Any] | None = None,
+        activate: bool = False,
+    ) -> ModelCard:
+        """Register a version carried from another registry (a bundle, model/seed.py) as a new
+        version here; its card.
+
+        `card` is the version's card as it was there; `files` maps each file name of its
+        folder (the learner under `card.file`, the compiled forms, artifacts) to a file here.
+        The new version gets a number, id and creation time of this registry; everything else
+        on the card is carried over, with `provenance` under "imported". Without the learner
+        in `files`, the version is compiled-only (`LEARNER_OMITTED` on its card; it must have
+        a verified compiled form). The learner's and compiled forms' sha256 are checked
+        against the card before anything is registered.
+        """
+        record = card.compile_record
+        forms = dict(record.forms) if record is not None else {}
+        with_learner = card.file in files
+        if not with_learner and (record is None or not record.ok):
+            raise RegistryError(
+                f"{card.version} comes without its learner and without a verified compiled "
+                "form: nothing could serve it"
+            )
+        expected = {form.file: form.sha256 for form in forms.values()}
+        if with_learner:
+            expected[card.file] = card.sha256
+        for name, path in files.items():
+            if not _ARTIFACT_NAME.match(name) or name == CARD_NAME:
+                raise RegistryError(f"unusable file name {name!r} for a version folder")
+            if not Path(path).is_file():
+                raise RegistryError(f"no file at {path}")
+        missing = sorted(set(expected) - {card.file} - set(files))
+        if missing:
+            raise RegistryError(f"{card.version}: its compiled file(s) are missing: {missing}")
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.models_dir))
+        try:
+            staging.chmod(FOLDER_MODE)
+            for name, path in files.items():
+                _copy_synced(Path(path), staging / name)
+                (staging / name).chmod(FILE_MODE)
+                if name in expected and sha256_file(staging / name) != expected[name]:
+                    raise IntegrityError(
+                        f"{name} of {card.version} does not match its card; not registered"
+                    )
+            extra = dict(card.extra)
+            extra.pop(LEARNER_OMITTED, None)
+            if not with_learner:
+                extra[LEARNER_OMITTED] = True
+            extra["imported"] = {"from_version": card.version, "created": card.created}
+            extra["imported"].update(provenance or {})
+            artifacts = {kind: name for kind, name in card.artifacts.items() if name in files}
+            with self._locked():
+                self._sweep_staging(keep=staging)
+                number = self._next_number()
+                now = datetime.now(UTC)
+                new = dataclasses.replace(
+                    card,
+                    version=f"v{number}-{now:%Y%m%d-%H%M%S}",
+                    number=number,
+                    created=now.isoformat(timespec="seconds"),
+                    artifacts=artifacts,
+                    extra=extra,
+                )
+                _write_atomically(staging / CARD_NAME, json.dumps(new.to_json(), indent=2) + "\n")
+                fsync_dir(staging)
+                final = self.models_dir / new.version
+                if final.exists():
+                    raise RegistryError(f"{final} already exists")
+                os.rename(staging, final)
+                fsync_dir(self.models_dir)
+                if activate:
+                    self._write_active(new.version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info(
+            "registered model version %s from %s%s",
+            new.version,
+            card.version,
+            "" if with_learner else " (compiled forms only, without its learner)",
+        )
+        return new
+
     # ----------------------------------------------------------------------------- internals
+
+    def _check_compiled_forms(self, card: ModelCard) -> None:
+        """`IntegrityError` unless every compiled form on the card is there and unaltered and
+        a verified one exists (a version without its learner serves nothing else)."""
+        stored = read_card(self.models_dir / card.version)
+        record = stored.compile_record
+        if record is None or not record.ok:
+            raise IntegrityError(
+                f"{stored.version} was imported without its learner and has no verified "
+                "compiled form"
+            )
+        for kind in record.forms:
+            self.checked_compiled(stored, kind)
 
     def _history(self) -> list[str]:
         try:

@@ -13,15 +13,22 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from model.types import ClassifierError, ImageRejected, LabelScore, Prediction
 
+if TYPE_CHECKING:
+    from model.compiled import CompiledModel
+
 logger = logging.getLogger(__name__)
+
+# The libraries an ONNX worker must not have imported (they cost hundreds of MB per process).
+HEAVY_MODULES = ("torch", "fastai", "timm", "torchvision")
+FASTAI_BACKEND = "fastai"
 
 
 # -- the messages on the pipe between the pool (model/workers.py) and a worker ----------------
@@ -60,11 +67,15 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """Worker → bot: the model is loaded and warmed up; its name and labels in output order."""
+    """Worker → bot: the model is loaded and warmed up; its name and labels in output order,
+    the backend serving it ("fastai", "onnx", "onnx-int8"), and which of `HEAVY_MODULES` the
+    worker has imported (none for an ONNX worker)."""
 
     model: str
     pid: int
     labels: tuple[str, ...]
+    backend: str = FASTAI_BACKEND
+    modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,14 @@ class WorkerConfig:
     top_k: int = 3
     device: str = "cpu"
     log_level: str = "WARNING"
+    # Serve this compiled (ONNX) form instead of the learner: the worker then imports neither
+    # torch nor fastai, and `model_path` is not read.
+    compiled: CompiledModel | None = None
+
+    @property
+    def backend(self) -> str:
+        """What serves this config: "fastai", or the compiled form's kind."""
+        return self.compiled.backend if self.compiled is not None else FASTAI_BACKEND
 
 
 class ModelMismatch(Exception):
@@ -172,6 +191,24 @@ def load(source: Path | bytes, name: str = "") -> Any:
         learn.remove_cb(ProgressCallback)
     learn.model.eval()
     return learn
+
+
+class Serving(Protocol):
+    """What `serve` needs of an engine: `Engine` (fastai) or `model.onnxengine.OnnxEngine`."""
+
+    name: str
+    labels: tuple[str, ...]
+
+    def warm_up(self) -> None: ...
+
+    def classify(self, items: Sequence[BatchItem]) -> tuple[list[ItemResult], float, float]: ...
+
+
+def heavy_modules() -> tuple[str, ...]:
+    """Which of `HEAVY_MODULES` this process has imported."""
+    import sys
+
+    return tuple(name for name in HEAVY_MODULES if name in sys.modules)
 
 
 class Engine:
@@ -243,32 +280,55 @@ class Engine:
             return activation(logits).float().cpu()
 
     def classify(self, items: Sequence[BatchItem]) -> tuple[list[ItemResult], float, float]:
-        """Decode each item, run the valid ones as one batch: the results in the items' order,
-        the seconds spent decoding and the seconds spent in the model."""
-        from model.images import decode_image
+        """See `classify_batch`: the top-k by `torch.topk`."""
 
-        started = time.perf_counter()
-        results: dict[int, Prediction | ClassifierError] = {}
-        decoded: list[tuple[int, Any]] = []
-        for request_id, data in items:
-            try:
-                decoded.append((request_id, decode_image(data, self.config.max_pixels)))
-            except ImageRejected as exc:
-                results[request_id] = exc
-        decode_s = time.perf_counter() - started
-        if decoded:
-            probabilities = self.probabilities([image for _, image in decoded])
-            k = min(self.config.top_k, len(self.labels))
-            values, indices = probabilities.topk(k, dim=1)
-            for row, (request_id, image) in enumerate(decoded):
-                scores = tuple(
-                    LabelScore(self.labels[int(index)], float(value))
-                    for value, index in zip(values[row], indices[row], strict=True)
-                )
-                results[request_id] = Prediction(scores, self.name, image.width, image.height)
-        infer_s = time.perf_counter() - started - decode_s
-        answers = [ItemResult(request_id, results[request_id]) for request_id, _ in items]
-        return answers, decode_s, infer_s
+        def ranked(images: list[Any], k: int) -> list[list[tuple[int, float]]]:
+            values, indices = self.probabilities(images).topk(k, dim=1)
+            return [
+                [(int(index), float(value)) for value, index in zip(row_v, row_i, strict=True)]
+                for row_v, row_i in zip(values, indices, strict=True)
+            ]
+
+        return classify_batch(items, self.config, self.name, self.labels, ranked)
+
+
+Ranker = Callable[[list[Any], int], list[list[tuple[int, float]]]]
+
+
+def classify_batch(
+    items: Sequence[BatchItem],
+    config: WorkerConfig,
+    name: str,
+    labels: Sequence[str],
+    ranked: Ranker,
+) -> tuple[list[ItemResult], float, float]:
+    """Decode each item, run the valid ones as one batch: the results in the items' order, the
+    seconds spent decoding and the seconds spent in the model.
+
+    `ranked(images, k)` is the engine's: for each decoded image, its k most probable label
+    indices with their probabilities, best first. Both engines share the rest, so that they
+    reject, order and name results alike.
+    """
+    from model.images import decode_image
+
+    started = time.perf_counter()
+    results: dict[int, Prediction | ClassifierError] = {}
+    decoded: list[tuple[int, Any]] = []
+    for request_id, data in items:
+        try:
+            decoded.append((request_id, decode_image(data, config.max_pixels)))
+        except ImageRejected as exc:
+            results[request_id] = exc
+    decode_s = time.perf_counter() - started
+    if decoded:
+        k = min(config.top_k, len(labels))
+        rows = ranked([image for _, image in decoded], k)
+        for (request_id, image), row in zip(decoded, rows, strict=True):
+            scores = tuple(LabelScore(labels[index], value) for index, value in row)
+            results[request_id] = Prediction(scores, name, image.width, image.height)
+    infer_s = time.perf_counter() - started - decode_s
+    answers = [ItemResult(request_id, results[request_id]) for request_id, _ in items]
+    return answers, decode_s, infer_s
 
 
 TRIM_EVERY_S = 2.0
@@ -298,22 +358,25 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        import torch
-
-        torch.set_num_threads(config.threads)  # before the model loads: workers × threads ≤ cores
         from PIL import Image
 
         # decode_image checks the pixel count on the header itself, with the configured limit.
         Image.MAX_IMAGE_PIXELS = None
-        engine = Engine(config)
+        engine = _engine(config)
         engine.warm_up()
     except Exception as exc:
         logger.exception("could not load the model")
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
         conn.close()
         return
-    conn.send(Ready(engine.name, os.getpid(), engine.labels))
-    logger.info("serving %s with %d thread(s) on %s", engine.name, config.threads, config.device)
+    conn.send(Ready(engine.name, os.getpid(), engine.labels, config.backend, heavy_modules()))
+    logger.info(
+        "serving %s (%s) with %d thread(s) on %s",
+        engine.name,
+        config.backend,
+        config.threads,
+        config.device,
+    )
     trim = _malloc_trim()
     last_trim = time.monotonic()
     while True:
@@ -336,7 +399,20 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
                 raise UnexpectedMessage(message, "Batch or Stop")
 
 
-def _answer(engine: Engine, batch: Batch) -> BatchResult:
+def _engine(config: WorkerConfig) -> Serving:
+    """The engine for `config`: ONNX for a compiled form (torch is never imported then), else
+    the learner on fastai."""
+    if config.compiled is not None:
+        from model.onnxengine import OnnxEngine
+
+        return OnnxEngine(config)
+    import torch
+
+    torch.set_num_threads(config.threads)  # before the model loads: workers × threads ≤ cores
+    return Engine(config)
+
+
+def _answer(engine: Serving, batch: Batch) -> BatchResult:
     """Classify a batch; a model failure must answer every item with an error, not hang it."""
     try:
         results, decode_s, infer_s = engine.classify(batch.items)

@@ -67,6 +67,8 @@ class WorkerProcess:
     config: WorkerConfig
     model: str = ""
     labels: tuple[str, ...] = ()
+    backend: str = ""  # what serves the model ("fastai", "onnx", "onnx-int8"), from Ready
+    modules: tuple[str, ...] = ()  # the heavy libraries (torch, fastai...) it has imported
     # The one thread that blocks on the pipe, so that the event loop never does.
     io: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pool-io")
@@ -130,6 +132,7 @@ class WorkerProcess:
         match message:
             case Ready():
                 started.model, started.labels = message.model, message.labels
+                started.backend, started.modules = message.backend, tuple(message.modules)
                 return started
             case LoadFailed():
                 await started.stop()

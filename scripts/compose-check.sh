@@ -181,6 +181,18 @@ choose_base() {
     fi
 }
 
+# The PyTorch CPU index when it answers, else PyPI (whose build carries CUDA).
+choose_torch_index() {
+    if [ -z "${TORCH_INDEX:-}" ]; then
+        if curl -fs -o /dev/null --connect-timeout 5 --max-time 15 "$CPU_INDEX/torch/"; then
+            TORCH_INDEX=$CPU_INDEX
+        else
+            TORCH_INDEX=https://pypi.org/simple
+            say "the PyTorch CPU index does not answer: torch comes from PyPI (CUDA build)"
+        fi
+    fi
+}
+
 # ----------------------------------------------------------------------------- the stack
 
 dc() {
@@ -230,14 +242,7 @@ main() {
     ensure_compose
     say "engine: Docker $(docker version -f '{{.Server.Version}}'), $(docker compose version --short | sed 's/^/compose /')"
     choose_base
-    if [ -z "${TORCH_INDEX:-}" ]; then
-        if curl -fs -o /dev/null --connect-timeout 5 --max-time 15 "$CPU_INDEX/torch/"; then
-            TORCH_INDEX=$CPU_INDEX
-        else
-            TORCH_INDEX=https://pypi.org/simple
-            say "the PyTorch CPU index does not answer: torch comes from PyPI (CUDA build)"
-        fi
-    fi
+    choose_torch_index
     export BASE_IMAGE TORCH_INDEX
     export ENV_FILE="$WORK/check.env"
 
@@ -368,4 +373,7 @@ main() {
         "(base $BASE_IMAGE, torch from $TORCH_INDEX)"
 }
 
-main "$@"
+# scripts/slim-check.sh sources this file for its functions (the engine, the base image).
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

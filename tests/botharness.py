@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from sandbox import SandboxThread
+from tests.seeded import seed_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_TOKEN = "987654321:VERDICT-fake-token_NEVER-LOG-ME"
@@ -37,6 +38,7 @@ class RunningBot:
     returncode: int | None = None
     stopped: bool = False
     own_group: bool = False  # the bot leads its own process group (see `kill_group`)
+    python: str = sys.executable  # the interpreter that runs it
 
     def __post_init__(self) -> None:
         self.client = httpx.Client(base_url=self.url, timeout=120)
@@ -173,7 +175,7 @@ class RunningBot:
         self.returncode = None
         before = len(self.calls("setWebhook" if self.env.get("WEBHOOK_URL") else "getUpdates"))
         self.process = _spawn_bot(
-            self.env, self.workdir, self.log_path, self.modules_path, self.own_group
+            self.env, self.workdir, self.log_path, self.modules_path, self.own_group, self.python
         )
         _wait_until_polling(self, before)
 
@@ -183,10 +185,18 @@ class RunningBot:
 
 
 def start_bot(
-    workdir: Path, extra_env: dict[str, str] | None = None, *, own_group: bool = False
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    own_group: bool = False,
+    seed: bool = True,
+    python: str = sys.executable,
 ) -> RunningBot:
     """Start a sandbox and `python -m bot` against it; return once the bot is polling. With
-    `own_group`, the bot leads a process group of its own (for `kill_group`)."""
+    `own_group`, the bot leads a process group of its own (for `kill_group`). With `seed`
+    (the default) its data folder starts with the compiled default as the active version
+    (tests/seeded.py); without, the bot makes it as on a real first start. `python` runs it
+    (another virtualenv's interpreter, e.g. one without torch)."""
     sandbox = SandboxThread(FAKE_TOKEN, for_tests=True)
     url = sandbox.start()
     log_path = workdir / "bot.log"
@@ -194,8 +204,11 @@ def start_bot(
     env = bot_env(
         workdir, {"TELEGRAM_TOKEN": FAKE_TOKEN, "TELEGRAM_API_URL": url, **(extra_env or {})}
     )
-    process = _spawn_bot(env, workdir, log_path, modules_path, own_group)
+    if seed:
+        seed_data_dir(Path(env["DATA_DIR"]))
+    process = _spawn_bot(env, workdir, log_path, modules_path, own_group, python)
     bot = RunningBot(sandbox, url, process, log_path, modules_path, env, workdir)
+    bot.python = python
     bot.own_group = own_group
     _wait_until_polling(bot, 0)
     return bot
@@ -283,10 +296,11 @@ def _spawn_bot(
     log_path: Path,
     modules_path: Path,
     own_group: bool = False,
+    python: str = sys.executable,
 ) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "run_bot.py"), str(modules_path)],
+            [python, str(REPO / "tests" / "run_bot.py"), str(modules_path)],
             cwd=workdir,  # no stray .env from the developer's checkout
             env=env,
             stdout=log,

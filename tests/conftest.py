@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,19 @@ async def log(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteFeedbackL
         yield feedback
     finally:
         await feedback.close()
+
+
+@pytest.fixture(scope="session")
+def compiled_default() -> Any:
+    """The bundled default's compiled ONNX form (`CompiledModel`), as `training compile`
+    made and verified it (tests/seeded.py: once a test run)."""
+    from model.registry import Registry
+    from model.serving import served_form
+    from tests.seeded import compiled_default_models
+
+    registry = Registry(compiled_default_models())
+    card = registry.active()
+    assert card is not None
+    served = served_form(registry, card, "onnx")
+    assert served.compiled is not None, card.compiled
+    return served.compiled

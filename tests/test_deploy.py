@@ -68,9 +68,28 @@ def instructions() -> list[tuple[str, str]]:
 
 
 def final_stage() -> list[tuple[str, str]]:
+    """The last stage: the full image, the default target."""
     steps = instructions()
     last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
     return steps[last_from:]
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of the stage named `name` (FROM ... AS name), its FROM first."""
+    steps = instructions()
+    start = next(
+        i
+        for i, (word, args) in enumerate(steps)
+        if word == "FROM" and args.endswith(f" AS {name}")
+    )
+    end = next((i for i in range(start + 1, len(steps)) if steps[i][0] == "FROM"), len(steps))
+    return steps[start:end]
+
+
+def runs(steps: list[tuple[str, str]]) -> list[str]:
+    """The commands of the RUN steps, each `&&` part on its own."""
+    joined = " && ".join(args for word, args in steps if word == "RUN")
+    return [part.strip() for part in joined.split("&&")]
 
 
 def walk(node: object) -> Iterator[tuple[str, object]]:
@@ -89,6 +108,7 @@ def walk(node: object) -> Iterator[tuple[str, object]]:
 
 def test_compose_has_the_bot_with_env_file_volume_healthcheck_and_restart() -> None:
     bot = compose()["services"]["bot"]
+    assert bot["build"]["target"] == "full" and bot["image"] == "verdict:latest"
     assert bot["env_file"] == ".env"
     assert compose({"ENV_FILE": "/tmp/check.env"})["services"]["bot"]["env_file"] == (
         "/tmp/check.env"
@@ -133,6 +153,16 @@ def test_both_images_are_built_here_never_pulled() -> None:
     }
 
 
+def test_operators_pick_the_slim_image_through_the_environment() -> None:
+    """VERDICT_TARGET picks the Dockerfile's target, VERDICT_IMAGE the tag; GPU stays full."""
+    picked = compose({"VERDICT_TARGET": "slim", "VERDICT_IMAGE": "verdict:slim"})["services"]
+    assert picked["bot"]["build"]["target"] == "slim"
+    assert picked["bot"]["image"] == "verdict:slim"
+    assert picked["bot-gpu"]["build"]["target"] == "full"
+    targets = {args.split(" AS ")[1] for word, args in instructions() if " AS " in args}
+    assert {"slim", "full"} <= targets
+
+
 def test_compose_gpu_profile_reserves_a_gpu_and_takes_pypis_cuda_build() -> None:
     gpu = compose()["services"]["bot-gpu"]
     assert gpu["profiles"] == ["gpu"]
@@ -157,40 +187,103 @@ def test_nothing_makes_the_build_contact_docker_hub_for_a_frontend() -> None:
 
 
 def test_the_base_image_is_a_build_argument() -> None:
+    """Both targets grow from the same base (the runtime stage: user, data folder, PATH); the
+    full image is the last stage, so a plain `docker build` makes it, as before."""
     steps = instructions()
     assert steps[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
     assert [args for word, args in steps if word == "FROM"] == [
         "${BASE_IMAGE} AS requirements",
-        "${BASE_IMAGE}",
+        "${BASE_IMAGE} AS runtime",
+        "runtime AS full-install",
+        "full-install AS seed",
+        "runtime AS slim",
+        "full-install AS full",
     ]
+    assert final_stage() == stage("full")
 
 
 def test_the_dependency_layer_depends_on_the_dependency_list_and_the_pins_only() -> None:
     """Before the dependencies are installed, the final stage copies only constraints.txt and
     the dependency list the first stage read out of pyproject.toml: a README or source edit
     leaves the cached layer alone."""
-    stage = final_stage()
-    install = next(i for i, (word, args) in enumerate(stage) if "-r requirements.txt" in args)
-    copied = [args for word, args in stage[:install] if word in ("COPY", "ADD")]
-    assert copied == ["constraints.txt ./", "--from=requirements /requirements.txt ./"]
-    later = " ".join(args for word, args in stage[install:] if word == "COPY")
-    assert "README.md" in later and "bot ./bot" in later
-    first_stage = instructions()[: instructions().index(stage[0])]
-    assert [args for word, args in first_stage if word == "COPY"] == [
+    for name, lists in (
+        ("full-install", "/requirements.txt /requirements-train.txt ./"),
+        ("slim", "/requirements.txt ./"),
+    ):
+        steps = stage(name)
+        install = next(i for i, (word, args) in enumerate(steps) if "-r requirements.txt" in args)
+        copied = [args for word, args in steps[:install] if word in ("COPY", "ADD")]
+        assert copied == ["constraints.txt ./", f"--from=requirements {lists}"], name
+        later = " ".join(args for word, args in steps[install:] if word == "COPY")
+        assert "README.md" in later and "bot ./bot" in later, name
+    assert [args for word, args in stage("requirements") if word == "COPY"] == [
         "pyproject.toml /src/pyproject.toml"
     ]
+    assert [word for word, _ in stage("runtime")] == ["FROM", "ENV", "WORKDIR", "RUN"]
 
 
 def test_every_install_in_the_image_is_pinned_by_constraints_txt() -> None:
-    runs = " && ".join(args for word, args in final_stage() if word == "RUN")
-    installs = [part.strip() for part in runs.split("&&") if "pip install" in part]
+    installs = [part for part in runs(stage("full-install")) if "pip install" in part]
     assert len(installs) == 4, installs
     for command in installs[:3]:
         assert "-c constraints.txt" in command, command
     assert '--index-url "${TORCH_INDEX}" torch torchvision' in installs[1]
+    assert installs[2].endswith("-r requirements.txt -r requirements-train.txt")
     # The project itself last, without dependencies: nothing unpinned comes in with it.
     assert installs[3].startswith("pip install --no-deps")
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in dockerfile()
+    assert not [word for word, _ in final_stage() if word in ("RUN", "COPY", "ADD")]
+
+
+def test_the_slim_image_installs_the_serving_dependencies_only() -> None:
+    """No torch, fastai or the `train` extra in its install line, and a RUN that fails the
+    build when torch imports there anyway."""
+    slim = runs(stage("slim"))
+    installs = [part for part in slim if "pip install" in part]
+    assert installs == [
+        "pip install -c constraints.txt --upgrade pip setuptools",
+        "pip install -c constraints.txt -r requirements.txt",
+        "pip install --no-deps --no-build-isolation .",
+    ]
+    text = " ".join(args for _, args in stage("slim"))
+    assert "requirements-train" not in text and "TORCH_INDEX" not in text
+    assert any('python -c "import torch"' in part and "exit 1" in part for part in slim)
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    heavy = {"torch", "torchvision", "fastai", "timm", "onnx", "onnxscript"}
+    base = {re.split(r"[\[<>=!~; ]", r)[0].lower() for r in project["dependencies"]}
+    train = {
+        re.split(r"[\[<>=!~; ]", r)[0].lower() for r in project["optional-dependencies"]["train"]
+    }
+    assert not base & heavy and heavy <= train
+    assert {"onnxruntime", "numpy", "pillow"} <= base
+
+
+def test_the_slim_image_carries_the_compiled_default_and_seeds_with_it() -> None:
+    """Made in the full install at build time (compiled, bundled without its learner), copied
+    in, and named by VERDICT_SEED_MODELS for the first start."""
+    seed = " ".join(runs(stage("seed")))
+    assert "python -m training compile default" in seed
+    assert "--without-learner" in seed and "/seed/default.tar" in seed
+    slim = stage("slim")
+    assert ("COPY", "--from=seed /seed /opt/verdict/seed") in slim
+    assert ("ENV", "VERDICT_SEED_MODELS=/opt/verdict/seed") in slim
+
+
+def test_both_images_run_alike() -> None:
+    """The same user, volume, port, health check, stop signal and command."""
+    tail = [
+        (word, args)
+        for word, args in final_stage()
+        if word in ("USER", "VOLUME", "EXPOSE", "HEALTHCHECK", "STOPSIGNAL", "CMD")
+    ]
+    assert tail == [
+        (word, args)
+        for word, args in stage("slim")
+        if word in ("USER", "VOLUME", "EXPOSE", "HEALTHCHECK", "STOPSIGNAL", "CMD")
+    ]
+    assert len(tail) == 6
 
 
 def test_the_image_runs_as_a_normal_user_with_a_health_check() -> None:
@@ -239,7 +332,8 @@ def test_constraints_pin_every_dependency_and_agree_with_pyproject() -> None:
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pinned = pins()
-    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    wanted = project["dependencies"] + extras["train"] + extras["test"]
     for requirement in wanted:
         name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement)[0]).lower()
         assert name in pinned, requirement
@@ -278,7 +372,7 @@ def test_make_installs_with_the_constraints_and_torch_first() -> None:
     recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in recipe.splitlines()[1:]]
     assert lines[0] == "$(BIN)/python scripts/install_torch.py $(BIN)/pip"
-    assert lines[1] == '$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[test]"'
+    assert lines[1] == '$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[train,test]"'
     assert "CONSTRAINTS := constraints.txt" in makefile
 
 
@@ -477,7 +571,7 @@ def test_the_bot_refuses_to_start_on_an_unwritable_data_folder(tmp_path: Path) -
 
 def test_the_image_user_owns_its_data_folder() -> None:
     """What a named volume copies on first use; a bind mount needs the chown the bot names."""
-    run = " ".join(args for word, args in final_stage() if word == "RUN")
+    run = " ".join(args for word, args in stage("runtime") if word == "RUN")
     assert "useradd --create-home --uid 10001 verdict" in run
     assert "chown verdict:verdict /data" in run
 

@@ -26,6 +26,7 @@ from model.registry import (
     UnknownVersion,
     imagenet_labels_without_torch,
 )
+from model.serving import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -382,6 +383,12 @@ def test_registering_the_default_moves_its_export_in(registry: Registry) -> None
     assert registry.path_for(card) == stored
 
 
+def served_path(served: Served | None) -> Path | None:
+    """The learner file a start would serve (these versions were never compiled)."""
+    assert served is None or served.compiled is None
+    return None if served is None else served.path
+
+
 def test_the_first_start_registers_the_default_as_v1_and_activates_it(registry: Registry) -> None:
     assert choose_model(bot_settings(registry), registry) is None  # the workers export it
     exported_default(registry)
@@ -389,7 +396,7 @@ def test_the_first_start_registers_the_default_as_v1_and_activates_it(registry: 
     assert card.number == 1 and card.is_default
     assert (registry.models_dir / ACTIVE_NAME).read_text() == card.version + "\n"
     assert not list(registry.models_dir.glob("*.pkl"))
-    assert choose_model(bot_settings(registry), registry) == registry.path_for(card)
+    assert served_path(choose_model(bot_settings(registry), registry)) == registry.path_for(card)
 
 
 def test_an_imported_active_version_is_served_and_the_default_stays_out(
@@ -397,7 +404,7 @@ def test_an_imported_active_version_is_served_and_the_default_stays_out(
 ) -> None:
     """`training import` into a fresh data folder, then the bot: the import is what it serves."""
     bears = register(registry, tmp_path, b"bears", source="import", activate=True)
-    assert choose_model(bot_settings(registry), registry) == registry.path_for(bears)
+    assert served_path(choose_model(bot_settings(registry), registry)) == registry.path_for(bears)
     assert registry.versions() == [bears] and registry.default() is None
 
 
@@ -422,7 +429,7 @@ def test_an_export_left_beside_the_versions_is_registered_or_removed(registry: R
     served = choose_model(bot_settings(registry), registry)
     default = registry.default()
     assert default is not None and registry.active() == default
-    assert served == registry.path_for(default) and not export.exists()
+    assert served_path(served) == registry.path_for(default) and not export.exists()
     exported_default(registry)  # the copy an older release kept
     assert choose_model(bot_settings(registry), registry) == served
     assert not export.exists() and registry.versions() == [default]

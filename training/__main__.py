@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from model.datadir import data_dir, read_environment
 
 if TYPE_CHECKING:
-    from model.registry import Registry
+    from model.registry import ModelCard, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_use(commands)
     _add_import(commands)
     _add_labels(commands)
+    _add_compile(commands)
+    from training.bundle import add_commands as add_bundle_commands
+
+    add_bundle_commands(commands)
     return parser
 
 
@@ -185,6 +189,12 @@ def _add_fit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "an admin accepted (/labels, `labels add|merge`)"
         ),
     )
+    fit.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="do not compile the new version to ONNX (it then serves on fastai)",
+    )
     _data_dir_option(fit)
     fit.set_defaults(handler=_fit)
 
@@ -257,6 +267,7 @@ def _fit(args: argparse.Namespace) -> int:
         activate=args.activate,
         with_feedback=args.with_feedback,
         reviewed_only=args.reviewed_only,
+        compile=args.compile,
     )
     # SIGTERM (the bot's "/retrain cancel", `docker stop`) unwinds like Ctrl-C, so that the
     # working folder and any half-staged version are removed on the way out.
@@ -307,6 +318,7 @@ def _models(args: argparse.Namespace) -> int:
             "registers the bundled default and a new version."
         )
         return 0
+    compiled = {card.version: _compiled_lines(card) for card in versions}
     rows = [("", "VERSION", "ARCHITECTURE", "LABELS", "ACCURACY", "IMAGES", "CREATED (UTC)")]
     for card in versions:
         accuracy = (card.metrics or {}).get("accuracy")
@@ -328,8 +340,17 @@ def _models(args: argparse.Namespace) -> int:
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), end=""
         )
         print("  " + row[-1])
+        if row[1] in compiled:
+            for line in compiled[row[1]]:
+                print(f"    {line}")
     print(f"* active. Switch with `python -m training use VERSION` ({registry.models_dir}).")
     return 0
+
+
+def _compiled_lines(card: ModelCard) -> list[str]:
+    from model.compiled import describe
+
+    return describe(card.compile_record)
 
 
 def _use(args: argparse.Namespace) -> int:
@@ -361,12 +382,23 @@ def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
             "from the file: import only files you trust."
         ),
     )
-    imported.add_argument("file", metavar="FILE", type=Path, help="an export.pkl")
+    imported.add_argument(
+        "file",
+        metavar="FILE",
+        type=Path,
+        help="an export.pkl, or a bundle made by `python -m training bundle`",
+    )
     imported.add_argument(
         "--activate",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="make it the active version (the default); --no-activate only registers it",
+    )
+    imported.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="do not compile it to ONNX (it then serves on fastai until `compile`)",
     )
     _data_dir_option(imported)
     imported.set_defaults(handler=_import)
@@ -374,10 +406,27 @@ def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _import(args: argparse.Namespace) -> int:
     from model.registry import RegistryError
+    from model.serving import fastai_available
+    from training.bundle import is_bundle, run_import_bundle
+
+    if is_bundle(args.file):
+        return run_import_bundle(args.file, args.data_dir, activate=args.activate)
+    if not fastai_available():
+        print(
+            "import: importing a learner (export.pkl) needs the full image (fastai and torch); "
+            "this one serves compiled versions only. In a full install run "
+            "`python -m training import export.pkl`, then "
+            "`python -m training bundle VERSION FILE`, and here `python -m training import FILE` "
+            "(every file's sha256 is checked).",
+            file=sys.stderr,
+        )
+        return 2
     from training.importer import ImportFailed, describe, import_learner
 
     try:
-        card = import_learner(args.file, _registry(args), activate=args.activate)
+        card = import_learner(
+            args.file, _registry(args), activate=args.activate, compile=args.compile, out=print
+        )
     except (ImportFailed, RegistryError) as exc:
         print(f"import: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -445,6 +494,81 @@ def _labels(args: argparse.Namespace) -> int:
         into=getattr(args, "into", None),
         as_json=args.json,
     )
+
+
+def _add_compile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compiled = commands.add_parser(
+        "compile",
+        help="compile a model version to ONNX (and int8), verified against its learner",
+        description=(
+            "Export VERSION's learner to ONNX, check that it answers as the learner does on "
+            "sample images (and the labelled images of --images), measure it, and with "
+            "--calibrate make an int8 form, kept only when its accuracy holds on --images. "
+            "The result is written on the version's card, also when it does not compile."
+        ),
+    )
+    compiled.add_argument(
+        "version",
+        metavar="VERSION",
+        help="a version id, vN, 'active', 'previous' or 'default' (registered if need be)",
+    )
+    compiled.add_argument(
+        "--calibrate",
+        metavar="FOLDER",
+        type=Path,
+        default=None,
+        help="images like the ones the bot sees, to calibrate the int8 form",
+    )
+    compiled.add_argument(
+        "--images",
+        metavar="FOLDER",
+        type=Path,
+        default=None,
+        help="labelled images (one sub-folder per label) to check accuracy on",
+    )
+    compiled.add_argument(
+        "--data-dir",
+        "--data",
+        dest="data_dir",
+        type=Path,
+        default=None,
+        help="the bot's data folder (default: $DATA_DIR, then DATA_DIR in .env, then ./data)",
+    )
+    compiled.set_defaults(handler=_compile)
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from model.registry import RegistryError
+    from training.compile import compile_version
+    from training.fit import ensure_default_registered
+
+    for option in ("calibrate", "images"):
+        folder = getattr(args, option)
+        if folder is not None and not folder.is_dir():
+            print(f"compile: --{option} {folder} is not a folder", file=sys.stderr)
+            return EXIT_ERROR
+    registry = _registry(args)
+    try:
+        # `compile default` exports and registers the bundled default first when needed,
+        # which compiles it: then only a second pass with images is still worth making.
+        wanted_default = args.version == "default"
+        fresh = wanted_default and registry.default() is None
+        ensure_default_registered(registry, export=wanted_default, out=print)
+        if fresh and args.calibrate is None and args.images is None:
+            card = registry.get("default")
+        else:
+            card = compile_version(
+                registry, args.version, calibrate=args.calibrate, images=args.images, out=print
+            )
+    except RegistryError as exc:
+        print(f"compile: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    record = card.compile_record
+    if record is None or not record.ok:
+        print(f"{card.version} serves on fastai: {record.reason if record else 'not compiled'}")
+    else:
+        print(f"Recorded on {card.version}'s card ({registry.version_dir(card) / 'card.json'}).")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

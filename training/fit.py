@@ -73,6 +73,7 @@ class FitOptions:
     activate: bool = True
     with_feedback: bool = False
     reviewed_only: bool = False
+    compile: bool = True  # compile the new version to ONNX (training/compile.py) before use
     min_images: int = 3  # training.data.MIN_IMAGES_PER_LABEL (imported late: it loads Pillow)
 
     @property
@@ -299,8 +300,27 @@ def _train_and_register(
         },
         artifacts=plots,
         move=True,
-        activate=options.activate,
+        activate=False,
     )
+    if options.compile:
+        # Before activation: a bot that switches to it finds its compiled forms on the card.
+        # Validated on the fit's own validation split, calibrated on its training split.
+        from training.compile import compile_registered
+
+        out("Compiling to ONNX and checking it against the learner…")
+        valid_set = set(valid)
+        examples = list(enumerate(dataset.examples))
+        card = compile_registered(
+            registry,
+            card,
+            validation=[
+                (e.image, Path(e.image).parent.name) for i, e in examples if i in valid_set
+            ],
+            calibration=[e.image for i, e in examples if i not in valid_set],
+            out=out,
+        )
+    if options.activate:
+        card = registry.activate(card)
     folder = registry.version_dir(card)
     for kind, title in (("confusion_matrix", "Confusion matrix"), ("top_losses", "Top losses")):
         path = registry.artifact(card, kind)
@@ -350,6 +370,10 @@ def ensure_default_registered(
     card = registry.register_default(path, labels)
     if out is not None:
         out(f"Registered the bundled ImageNet learner as {card.version}, to switch back to.")
+    if export and card.compile_record is None:
+        from training.compile import compile_registered
+
+        card = compile_registered(registry, card, out=out or (lambda line: None))
     return card
 
 

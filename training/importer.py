@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,21 @@ def inspect_learner(path: Path) -> dict[str, Any]:
     return summary
 
 
-def import_learner(path: Path, registry: Registry, *, activate: bool = True) -> ModelCard:
-    """Check, summarise and register `path`; returns the new version's card."""
+def import_learner(
+    path: Path,
+    registry: Registry,
+    *,
+    activate: bool = True,
+    compile: bool = True,
+    out: Callable[[str], None] | None = None,
+) -> ModelCard:
+    """Check, summarise, register and compile `path` (then activate it); the new version's
+    card. A learner that does not compile is registered all the same: its card says why."""
     if not path.is_file():
         raise ImportFailed(f"no such file: {path}")
     summary = inspect_learner(path)
     size = summary.get("input_size") or []
-    return registry.register(
+    card = registry.register(
         path,
         architecture=str(summary["architecture"]),
         labels=[str(label) for label in summary["labels"]],
@@ -60,8 +69,16 @@ def import_learner(path: Path, registry: Registry, *, activate: bool = True) -> 
             "fastai_version_loaded_with": summary["fastai_version_loaded_with"],
             "torch_version_loaded_with": summary["torch_version_loaded_with"],
         },
-        activate=activate,
+        activate=False,
     )
+    if compile:
+        from training.compile import compile_registered
+
+        # No calibration images come with an import: its int8 form is "not made".
+        card = compile_registered(registry, card, out=out or (lambda line: None))
+    if activate:
+        card = registry.activate(card)
+    return card
 
 
 def describe(card: ModelCard) -> str:
