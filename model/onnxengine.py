@@ -87,6 +87,10 @@ class OnnxEngine:
         # A worker that waits for its next batch must not burn a core another worker needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        # No arena: ONNX Runtime's own arena keeps a batch's buffers for good, out of reach of
+        # the worker's malloc_trim when it is idle. Measured side by side (2 workers, 200
+        # photos, then idle): 113 instead of 160 MiB PSS a worker, throughput within the noise.
+        options.enable_cpu_mem_arena = False
         return ort.InferenceSession(
             data,
             sess_options=options,

@@ -378,17 +378,20 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
         config.device,
     )
     trim = _malloc_trim()
-    last_trim = time.monotonic()
+    batches_since_trim = 0
     while True:
-        if trim is not None and time.monotonic() - last_trim > TRIM_EVERY_S and not conn.poll():
-            # Idle: hand freed batch buffers back to the OS (glibc keeps them otherwise,
-            # and a worker's memory would only ever grow to its busiest moment).
-            trim(0)
-            last_trim = time.monotonic()
         try:
+            if trim is not None and batches_since_trim and not conn.poll(TRIM_EVERY_S):
+                # Idle for a while after some work: hand freed batch buffers back to the OS
+                # (glibc keeps them otherwise, and a worker's memory would only ever grow to
+                # its busiest moment).
+                trim(0)
+                batches_since_trim = 0
+                continue
             message = conn.recv()
         except (EOFError, OSError):
             return  # the pool went away
+        batches_since_trim += 1
         match message:
             case Batch():
                 conn.send(_answer(engine, message))
