@@ -39,6 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.procs import process_tree  # noqa: E402
+
 LABELS = ("coffee", "cat", "rocket", "astronaut")
 # The sample photos' ImageNet classes, for the default model's labelled check images (the
 # accuracy figures for the default are against these guesses; agreement with fp32 is not).
@@ -54,25 +56,6 @@ def pct(samples: list[float], p: int) -> float:
     if len(samples) == 1:
         return samples[0]
     return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 def pss_mib(pid: int) -> float:

@@ -32,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.procs import process_tree  # noqa: E402
 from tests import images  # noqa: E402
 from tests.botharness import FAKE_TOKEN, start_bot  # noqa: E402
 
@@ -202,24 +203,6 @@ def drive_users(send: Any, users: int, count: int) -> tuple[float, list[float]]:
     with ThreadPoolExecutor(users) as pool:
         list(pool.map(user, range(users)))
     return len(latencies) / (time.perf_counter() - started), latencies
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 def cpu_seconds(pid: int) -> float:
