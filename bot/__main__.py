@@ -157,6 +157,15 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
                 "(once per data folder, a few seconds)",
                 settings.models_dir,
             )
+        port = None
+        if settings.inference_url is not None:
+            # The replicas fetch the model from this server while the classifier starts.
+            port = await web.start(settings.http_host, settings.port)
+            logger.info(
+                "health and metrics on http://%s:%d (and model files for the cluster)",
+                settings.http_host,
+                port,
+            )
         logger.info("starting the model workers")
         # SIGTERM while the workers start (the fork server importing torch, a model loading)
         # stops at once: the start is cancelled, which kills the workers started so far.
@@ -168,8 +177,9 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         ):
             logger.info("stopping while starting: the model workers were not ready yet")
             return 0
-        port = await web.start(settings.http_host, settings.port)
-        logger.info("health and metrics on http://%s:%d", settings.http_host, port)
+        if port is None:
+            port = await web.start(settings.http_host, settings.port)
+            logger.info("health and metrics on http://%s:%d", settings.http_host, port)
         async with application:
             await application.start()
             # What a crash left unhandled goes first, in order, before any new update.

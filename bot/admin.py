@@ -18,6 +18,7 @@ from bot.callbacks import DisputesPage, ReviewAction, ReviewButton
 from bot.config import parse_fraction
 from bot.context import Ctx, Services
 from model.feedback import ReviewDecision, VerdictKind
+from model.poolconfig import PoolStats
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,20 @@ def _inbox_line(services: Services) -> str:
     return line
 
 
+def _cluster_lines(pool: PoolStats) -> list[str]:
+    """On a Ray Serve cluster: whether it answers, and each replica as Serve reports it."""
+    if not pool.replicas and not pool.unavailable:
+        return []  # the local worker pool
+    lines = [f"⚠️ Inference cluster: {pool.unavailable}"] if pool.unavailable else []
+    lines.append(f"Cluster replicas: {len(pool.replicas)}")
+    lines += [
+        f"• {r.replica[:8]} {r.state} · {r.version or 'no model'}"
+        f"{f' on {r.backend}' if r.backend else ''} · holding {r.ongoing}"
+        for r in pool.replicas
+    ]
+    return lines
+
+
 async def on_stats(update: Update, context: Ctx) -> None:
     """/stats: since start and over the last 24 h, as text plus a PNG chart."""
     message = update.effective_message
@@ -69,6 +84,7 @@ async def on_stats(update: Update, context: Ctx) -> None:
         f"p95 {_percentile_text(pool.inference_ms_p95)}",
         f"Busy refusals: {pool.busy_refusals} · expired: {pool.expired} · "
         f"worker restarts: {pool.worker_restarts}",
+        *_cluster_lines(pool),
         _inbox_line(services),
         "",
         "Verdicts — last 24 h: " + _verdicts_text(last_day.verdicts),

@@ -18,9 +18,10 @@ import signal
 import sys
 
 from bot.config import Settings
-from model.pool import Classifier, ModelLoadError
+from bot.context import ImageClassifier
 from model.registry import ModelCard, Registry, RegistryError
 from model.serving import fastai_available, served_form
+from model.types import ClassifierError
 
 logger = logging.getLogger("bot")
 
@@ -49,7 +50,9 @@ def _has_onnx_exporter() -> bool:
 class BackgroundCompile:
     """One compile of the active version in a child process; `stop` ends it at shutdown."""
 
-    def __init__(self, settings: Settings, registry: Registry, classifier: Classifier) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, classifier: ImageClassifier
+    ) -> None:
         self._settings = settings
         self._registry = registry
         self._classifier = classifier
@@ -113,7 +116,7 @@ class BackgroundCompile:
             return
         try:
             name = await self._classifier.swap(served.path, served.sha256, served.compiled)
-        except ModelLoadError as exc:
+        except ClassifierError as exc:  # a load that failed; an unreachable cluster
             logger.warning(
                 "the compiled form of %s did not load (%s); fastai serves", version, exc
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from model.datadir import DEFAULT_DATA_DIR, data_dir, models_dir, read_environme
 
 T = TypeVar("T")
 
+RAY_DASHBOARD_PORT = 8265
 TOKEN_PATTERN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,100}$")
 
 
@@ -74,6 +76,11 @@ class Settings:
     max_batch: int | None = None
     max_wait_ms: float | None = None
     queue_size: int | None = None
+    # Classifying on a Ray Serve cluster (bot/remote.py) instead of local workers.
+    inference_url: str | None = None
+    ray_dashboard_url: str | None = None  # None: INFERENCE_URL's host, port 8265
+    model_base_url: str | None = None  # None: http://<this host's name>:PORT
+    model_token: Secret | None = None
     webhook_url: str | None = None
     webhook_secret: Secret | None = None
     http_host: str = "127.0.0.1"
@@ -103,6 +110,20 @@ class Settings:
         """The path Telegram posts to, taken from WEBHOOK_URL (a proxy forwards it as is)."""
         path = urlsplit(self.webhook_url or "").path
         return path if path and path != "/" else "/telegram"
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The Ray dashboard (its Serve REST API): RAY_DASHBOARD_URL, else INFERENCE_URL's
+        host on port 8265."""
+        if self.ray_dashboard_url or not self.inference_url:
+            return self.ray_dashboard_url
+        parts = urlsplit(self.inference_url)
+        return f"{parts.scheme}://{parts.hostname}:{RAY_DASHBOARD_PORT}"
+
+    @property
+    def models_url(self) -> str:
+        """Where the replicas fetch model files from this bot's web server."""
+        return self.model_base_url or f"http://{socket.gethostname()}:{self.port}"
 
     @property
     def max_download_bytes(self) -> int:
@@ -165,6 +186,10 @@ def load_settings(
         max_batch=reader.get("MAX_BATCH", _int_between(1, 512), None),
         max_wait_ms=reader.get("MAX_WAIT_MS", _float_between(0, 1000), None),
         queue_size=reader.get("QUEUE_SIZE", _int_between(1, 100_000), None),
+        inference_url=reader.get("INFERENCE_URL", _service_url, None),
+        ray_dashboard_url=reader.get("RAY_DASHBOARD_URL", _http_url, None),
+        model_base_url=reader.get("MODEL_BASE_URL", _http_url, None),
+        model_token=reader.get("MODEL_TOKEN", _webhook_secret, None),
         webhook_url=reader.get("WEBHOOK_URL", _webhook_url, None),
         webhook_secret=reader.get("WEBHOOK_SECRET", _webhook_secret, None),
         http_host=reader.get("HTTP_HOST", _nonempty, defaults.http_host),
@@ -218,6 +243,18 @@ def _http_url(raw: str) -> str:
     if parts.path.rstrip("/") or parts.query:
         raise ValueError(f"expected the server's root URL without a path, got {raw!r}")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _service_url(raw: str) -> str:
+    """An http(s) URL that may have a path (a Serve application's route prefix)."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"expected an http(s) URL such as http://ray-head:8000/verdict, got {raw!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"expected a URL without a query, got {raw!r}")
+    return raw.rstrip("/")
 
 
 def _id_set(raw: str) -> frozenset[int]:

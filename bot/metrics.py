@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -96,6 +97,29 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily(
             "verdict_queue_depth", "Requests waiting for a worker.", stats.queue_depth
         )
+        if stats.replicas or stats.unavailable:  # classifying on a Ray Serve cluster
+            replicas = GaugeMetricFamily(
+                "verdict_cluster_replicas",
+                "Ray Serve replicas by state and the model version they serve.",
+                labels=["state", "version"],
+            )
+            states = Tally((r.state, r.version or "") for r in stats.replicas)
+            for (state, version), count in sorted(states.items()):
+                replicas.add_metric([state, version], count)
+            yield replicas
+            ongoing = GaugeMetricFamily(
+                "verdict_cluster_replica_ongoing",
+                "Requests each Ray Serve replica holds (queued for a batch or in one).",
+                labels=["replica", "version"],
+            )
+            for r in stats.replicas:
+                ongoing.add_metric([r.replica, r.version or ""], r.ongoing)
+            yield ongoing
+            yield GaugeMetricFamily(
+                "verdict_cluster_available",
+                "1 when the inference cluster can answer, 0 when it cannot.",
+                0 if stats.unavailable else 1,
+            )
         yield GaugeMetricFamily(
             "verdict_in_flight", "Requests a worker is processing.", stats.in_flight
         )

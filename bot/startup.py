@@ -9,17 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from bot.config import Settings
+from bot.context import ImageClassifier
 from model.datadir import models_dir
 from model.default import DEFAULT_MODEL_FILE
 from model.feedback.schema import IMAGES_FOLDER, database_path, feedback_dir
 from model.pool import Classifier, ModelLoadError, PoolConfig
-from model.registry import ModelCard, Registry
+from model.registry import ModelCard, Registry, RegistryError
 from model.serving import FULL_IMAGE_HINT, NeedsFullInstall, Served, fastai_available, served_form
 from model.worker import WorkerConfig
+
+if TYPE_CHECKING:
+    from bot.remote import RemoteClassifier
 
 logger = logging.getLogger("bot")
 
@@ -56,6 +64,11 @@ def choose_model(settings: Settings, registry: Registry) -> Served | None:
             logger.info("removed %s: the bundled default is version %s", export, default.version)
         elif active is None:
             active = adopt_default_export(registry)
+    if active is None and settings.inference_url is not None and can_fastai:
+        # No local workers export the default on a cluster: make it here, in a child process
+        # (torch never enters the bot's), registered, compiled and active.
+        make_default_version(settings)
+        active = registry.active()
     if active is None:
         if not can_fastai:
             raise NeedsFullInstall(
@@ -63,7 +76,12 @@ def choose_model(settings: Settings, registry: Registry) -> Served | None:
                 f"default (no fastai); {FULL_IMAGE_HINT}"
             )
         return None
-    served = served_form(registry, active, settings.inference_backend, can_fastai=can_fastai)
+    # On a cluster the replicas run the model: whether they can run fastai is theirs to say
+    # (a swap they cannot load is refused with their reason).
+    remote = settings.inference_url is not None
+    served = served_form(
+        registry, active, settings.inference_backend, can_fastai=can_fastai or remote
+    )
     logger.info(
         "serving %s on %s%s",
         active.version,
@@ -71,6 +89,34 @@ def choose_model(settings: Settings, registry: Registry) -> Served | None:
         f" ({served.note})" if served.note else "",
     )
     return served
+
+
+def make_default_version(settings: Settings) -> None:
+    """`python -m training compile default` into the data folder (export, register, compile)."""
+    logger.info(
+        "first start on a cluster: making the bundled default model version in %s (about a "
+        "minute, once per data folder)",
+        settings.models_dir,
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "compile",
+            "default",
+            "--data-dir",
+            str(settings.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RegistryError(
+            "could not make the bundled default model version: "
+            + (result.stderr.strip().splitlines() or ["no output"])[-1]
+        )
 
 
 SEED_ENV = "VERDICT_SEED_MODELS"
@@ -112,7 +158,7 @@ def adopt_default_export(registry: Registry) -> ModelCard:
     return card
 
 
-async def serve_exported_default(classifier: Classifier, registry: Registry) -> None:
+async def serve_exported_default(classifier: ImageClassifier, registry: Registry) -> None:
     """The workers exported the bundled default: register it, then serve the registered file,
     so that a replaced worker loads that file instead of exporting the model again."""
     card = await asyncio.to_thread(adopt_default_export, registry)
@@ -123,8 +169,11 @@ async def serve_exported_default(classifier: Classifier, registry: Registry) -> 
         logger.error("version %s did not load (%s); serving the export", card.version, exc)
 
 
-def build_classifier(settings: Settings, served: Served | None) -> Classifier:
-    """The worker pool, sized for this machine unless the settings say otherwise."""
+def build_classifier(settings: Settings, served: Served | None) -> Classifier | RemoteClassifier:
+    """The worker pool, sized for this machine unless the settings say otherwise; with
+    INFERENCE_URL, the Ray Serve cluster's client instead (no local workers)."""
+    if settings.inference_url is not None:
+        return build_remote(settings, served)
     gpus = count_gpus() if settings.inference_device in ("auto", "cuda") else 0
     if settings.inference_device == "cuda" and not gpus:
         logger.warning("INFERENCE_DEVICE=cuda but no NVIDIA GPU is visible; using the CPU")
@@ -164,6 +213,46 @@ def build_classifier(settings: Settings, served: Served | None) -> Classifier:
         pool.max_batch,
     )
     return Classifier(worker, pool)
+
+
+def build_remote(settings: Settings, served: Served | None) -> RemoteClassifier:
+    """The client of the Ray Serve cluster at INFERENCE_URL, delivering `served` to it."""
+    from bot.remote import RemoteClassifier
+
+    if served is None:
+        raise RegistryError("no model version to deliver to the inference cluster")
+    dashboard = settings.dashboard_url
+    assert settings.inference_url is not None and dashboard is not None
+    models_url = settings.models_url
+    host = urlsplit(models_url).hostname or ""
+    if settings.http_host in ("127.0.0.1", "localhost", "::1") and host not in (
+        "127.0.0.1",
+        "localhost",
+    ):
+        logger.warning(
+            "HTTP_HOST is %s: replicas on other machines cannot fetch models from %s; set "
+            "HTTP_HOST=0.0.0.0 (and MODEL_TOKEN)",
+            settings.http_host,
+            models_url,
+        )
+    logger.info(
+        "classifying on the Ray Serve cluster at %s (dashboard %s); replicas fetch models "
+        "from %s/models/",
+        settings.inference_url,
+        dashboard,
+        models_url,
+    )
+    return RemoteClassifier(
+        settings.inference_url,
+        dashboard,
+        models_url,
+        initial=(served.path, served.sha256, served.compiled),
+        timeout_s=settings.classify_timeout,
+        queue_size=settings.queue_size or REMOTE_QUEUE_SIZE,
+    )
+
+
+REMOTE_QUEUE_SIZE = 256  # requests in flight to the cluster at most (more: "busy")
 
 
 def count_gpus() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import Any
 
 from telegram import Message, Update
@@ -16,6 +17,7 @@ from model.compiled import describe
 from model.pool import ModelLoadError
 from model.registry import RegistryError
 from model.serving import served_form
+from model.types import ClassifierUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +81,20 @@ async def switch_to(context: Ctx, wanted: str) -> str:
                 return "There is no previous version to go back to."
         else:
             card = await asyncio.to_thread(reg.get, wanted)
-        backend = context.services.settings.inference_backend
-        served = await asyncio.to_thread(served_form, reg, card, backend)
+        settings = context.services.settings
+        # On a cluster the replicas run it: whether they can run fastai is theirs to say.
+        can_fastai = True if settings.inference_url is not None else None
+        served = await asyncio.to_thread(
+            partial(served_form, reg, card, settings.inference_backend, can_fastai=can_fastai)
+        )
     except (RegistryError, KeyError) as exc:
         return f"Can't use {wanted!r}: {exc}"
     try:
         name = await context.services.classifier.swap(served.path, served.sha256, served.compiled)
     except ModelLoadError as exc:
         return f"{card.version} failed to load, so the current model keeps serving: {exc}"
+    except ClassifierUnavailable as exc:  # the inference cluster cannot be reached
+        return f"Can't switch to {card.version} now, the current model keeps serving: {exc}"
     try:
         await asyncio.to_thread(reg.activate, card.version)
     except RegistryError as exc:  # its files changed since they were checked a moment ago

@@ -1,7 +1,10 @@
-"""The bot's own HTTP server (aiohttp): Telegram's webhook, /healthz, /readyz and /metrics."""
+"""The bot's own HTTP server (aiohttp): Telegram's webhook, /healthz, /readyz and /metrics;
+with INFERENCE_URL set, also the model files the cluster's replicas fetch
+(``GET /models/{version}/{file}``)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -15,6 +18,7 @@ from telegram.error import TelegramError
 
 from bot.buildinfo import versions
 from bot.context import BotApp, Services
+from model.registry import RegistryError, learner_omitted
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ class WebServer:
         self.app.router.add_get("/metrics", self.metrics)
         if webhook_path is not None:
             self.app.router.add_post(webhook_path, self.webhook)
+        if services.settings.inference_url is not None:
+            self.app.router.add_get("/models/{version}/{file}", self.model_file)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port); returns the port."""
@@ -94,6 +100,42 @@ class WebServer:
         await self._application.update_queue.put(update)
         return web.json_response({"ok": True})
 
+    async def model_file(self, request: web.Request) -> web.StreamResponse:
+        """A registered version's learner or compiled form, for the cluster's replicas (which
+        check its sha256 against the one the bot gave them). Nothing else in the data folder
+        is reachable; with MODEL_TOKEN set, only with ``Authorization: Bearer <token>``."""
+        token = self._services.settings.model_token
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token.get()}".encode()):
+                logger.warning("model file request without the right MODEL_TOKEN refused")
+                return web.json_response({"ok": False, "error": "forbidden"}, status=403)
+        version, name = request.match_info["version"], request.match_info["file"]
+        path = await asyncio.to_thread(self._servable, version, name)
+        if path is None:
+            return web.json_response({"ok": False, "error": "not_found"}, status=404)
+        logger.info("a replica fetches %s/%s", version, name)
+        return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+    def _servable(self, version: str, name: str) -> Any:
+        """The path of `name` in `version`'s folder when the card lists it, else None."""
+        registry = self._services.registry
+        try:
+            card = registry.get(version)
+        except RegistryError:
+            return None
+        if card.version != version:  # "active", "v3"...: only a folder's own name
+            return None
+        folder = registry.models_dir / card.version
+        files = {
+            form.file
+            for form in (card.compile_record.forms if card.compile_record else {}).values()
+        }
+        if not learner_omitted(card):
+            files.add(card.file)
+        path = folder / name
+        return path if name in files and path.is_file() else None
+
     async def healthz(self, request: web.Request) -> web.Response:
         """The process is alive and its event loop answers."""
         return web.Response(text="ok\n")
@@ -102,7 +144,9 @@ class WebServer:
         """Workers warmed up and Telegram reachable; 503 with the reasons otherwise."""
         problems: list[str] = []
         stats = self._services.classifier.stats()
-        if stats.workers_ready < 1:
+        if stats.unavailable:
+            problems.append(stats.unavailable)
+        elif stats.workers_ready < 1:
             problems.append("no model worker is ready")
         if not await self._telegram_reachable():
             problems.append("the Telegram Bot API is not reachable")
@@ -117,6 +161,17 @@ class WebServer:
             "backend": stats.backend,
             "workers_ready": stats.workers_ready,
             "queue_depth": stats.queue_depth,
+            # On a Ray Serve cluster (INFERENCE_URL): each replica, its state and version.
+            "replicas": [
+                {
+                    "replica": r.replica,
+                    "state": r.state,
+                    "version": r.version,
+                    "backend": r.backend,
+                    "ongoing": r.ongoing,
+                }
+                for r in stats.replicas
+            ],
             # Verdict's, Python's and the libraries' versions (read from package metadata).
             "versions": versions(),
         }

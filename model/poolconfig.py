@@ -45,6 +45,18 @@ class PoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaStats:
+    """One Ray Serve replica as the cluster reports it (`bot/remote.py`)."""
+
+    replica: str
+    state: str  # Serve's: RUNNING, STARTING, RECOVERING, STOPPING...
+    version: str | None = None  # the model version its /info says it serves
+    backend: str | None = None
+    ongoing: int = 0  # requests it holds (waiting for a batch or in one)
+    answered: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of the pool for /stats, /readyz and /metrics."""
 
@@ -66,6 +78,10 @@ class PoolStats:
     inference_ms_p50: float
     inference_ms_p95: float
     backend: str = "fastai"  # what serves `model`: "fastai", "onnx" or "onnx-int8"
+    # On a Ray Serve cluster (INFERENCE_URL): its replicas, and why it cannot answer now
+    # ("" when it can). The local pool leaves both empty.
+    replicas: tuple[ReplicaStats, ...] = ()
+    unavailable: str = ""
 
 
 def percentile(samples: Sequence[float], pct: int) -> float:
