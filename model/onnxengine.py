@@ -39,10 +39,11 @@ class OnnxEngine:
     """A compiled model in an onnxruntime session, answering batches as `Engine` does.
 
     Threads: the session's intra-op pool spans every core this process may use (at least
-    `config.threads`), with spinning off. A photo alone in the pool runs on all the idle cores;
-    under load, each worker's extra threads sleep instead of spinning, so the workers × threads
-    layout costs little contention (measured in the report of this change: 2 cores, 2 workers,
-    throughput no lower than with one thread each). One session, not a narrow and a wide one:
+    `config.threads`; exactly that with `config.exact_threads`), with spinning off. A photo
+    alone in the pool runs on all the idle cores; under load, each worker's extra threads
+    sleep instead of spinning, so the workers × threads layout costs little contention
+    (measured in the report of this change: 2 cores, 2 workers, throughput no lower than
+    with one thread each). One session, not a narrow and a wide one:
     a second session costs each worker about 35 MiB.
     """
 
@@ -73,7 +74,11 @@ class OnnxEngine:
         else:
             self._provider_options = [{}]
         self._providers = providers
-        self.threads = max(1, config.threads, available_cores())
+        self.threads = (
+            max(1, config.threads)
+            if config.exact_threads
+            else max(1, config.threads, available_cores())
+        )
         self.session = self._session(ort, data, self.threads)
         del data
         self._input = self._check_io(self.session)

@@ -416,6 +416,7 @@ class ReplicaCore:
             model_path=path if compiled is None else None,
             model_sha256=delivery.sha256 if compiled is None else None,
             threads=s.threads,
+            exact_threads=True,  # the replica's CPUs, not the node's
             max_pixels=s.max_pixels,
             top_k=s.top_k,
             device=s.device,
@@ -481,6 +482,7 @@ class ReplicaCore:
             "error": self.error,
             "swap_id": self.applied,
             "ongoing": self.ongoing,
+            "threads": getattr(self.engine, "threads", None),
             "modules": list(heavy_modules()),
             "counts": dict(self.counts),
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},

@@ -118,6 +118,9 @@ class WorkerConfig:
     # checked) is left for the bundled default a worker exports itself.
     model_sha256: str | None = None
     threads: int = 1
+    # True: exactly `threads` (a Ray Serve replica holds that many CPUs of a shared node);
+    # False: an ONNX session may use every core this process may run on.
+    exact_threads: bool = False
     max_pixels: int = 50_000_000
     top_k: int = 3
     device: str = "cpu"

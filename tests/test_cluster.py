@@ -288,6 +288,7 @@ async def test_a_photo_gets_the_local_pools_answer(cluster: Cluster, remote: Any
     assert remote.labels_for(remote.model_name) == cluster.compiled.labels
     infos = [get_json(f"{cluster.inference}/info") for _ in range(6)]
     assert all(info["modules"] == [] for info in infos)  # an ONNX replica imports no torch
+    assert {info["threads"] for info in infos} == {1}  # its one CPU, not the node's cores
 
 
 @needs_ray
