@@ -1,14 +1,16 @@
 # Two entry points: `make run` (set up, then start the bot) and `make test` (set up, lint, test).
 # `make compose-check` builds and runs the Docker image for real (not part of `make test`);
 # `make slim-check` builds the slim image (compiled versions only) and runs it in 512 MB.
-# `make run` and `make test` install everything: the serving dependencies, `train` and `test`.
+# `make cluster-check` runs the bot on a Ray Serve cluster (docker compose's `cluster` profile).
+# `make run` and `make test` install everything: the serving dependencies, `train`, `cluster`
+# and `test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Exact versions of everything installed, here and in the Dockerfile.
 CONSTRAINTS := constraints.txt
 
-.PHONY: run test lint format setup constraints compose-check slim-check
+.PHONY: run test lint format setup constraints compose-check slim-check cluster-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +19,7 @@ $(BIN)/python:
 # torch first: the CPU build where it fits (scripts/install_torch.py), else PyPI's with the rest.
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) scripts/install_torch.py | $(BIN)/python
 	$(BIN)/python scripts/install_torch.py $(BIN)/pip
-	$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[train,test]"
+	$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[train,test,cluster]"
 	touch $@
 
 # The chat page's browser test drives Debian's Chromium (Playwright's own browser download
@@ -51,7 +53,7 @@ test: lint
 # After changing dependencies in pyproject.toml: install them (what is installed stays as it is)
 # and record every version in constraints.txt (local labels such as +cpu dropped).
 constraints: | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[train,test]"
+	$(BIN)/pip install --quiet -e ".[train,test,cluster]"
 	{ grep '^#' $(CONSTRAINTS); $(BIN)/pip freeze --all --exclude-editable \
 	  | grep -v -i -E '^verdict(==| @)' | sed -E 's/\+[A-Za-z0-9.]+$$//'; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
@@ -65,3 +67,10 @@ compose-check: $(VENV)/.installed
 # one CPU against a sandbox on this machine, send it 100 photos; "skipped: ..." without Docker.
 slim-check: $(VENV)/.installed
 	scripts/slim-check.sh
+
+# Build the cluster image (a Ray node, no torch) and the slim bot, start the `cluster` profile
+# (a head, two workers, the bot without local workers) against a sandbox on this machine, send
+# photos, restart the head, stop; prints sizes, start times and memory. "skipped: ..." without
+# Docker.
+cluster-check: $(VENV)/.installed
+	scripts/cluster-check.sh

@@ -201,7 +201,7 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
                 "bot @%s ready in %.1f s (model %s)",
                 application.bot.username,
                 time.monotonic() - started,
-                classifier.model_name,
+                classifier.model_name or "not served yet",
             )
             if sandbox is not None:
                 _print_sandbox_help(sandbox.url, settings.sandbox_host)

@@ -87,6 +87,10 @@ class RemoteClassifier:
         self._dashboard = dashboard_url.rstrip("/")
         self._model_base = model_base_url.rstrip("/")
         self._initial = initial
+        if initial is not None and initial[2] is not None:
+            self._initial_backend = initial[2].backend
+        else:
+            self._initial_backend = FASTAI
         self._app, self._deployment = app_name, deployment_name
         self._timeout_s, self._queue_size = timeout_s, queue_size
         self._swap_timeout_s, self._retry_delay_s = swap_timeout_s, retry_delay_s
@@ -100,8 +104,8 @@ class RemoteClassifier:
         self._in_flight = 0
         self._idle = asyncio.Event()  # set while nothing is in flight
         self._idle.set()
-        self.model_name = ""
-        self._backend = FASTAI
+        self.model_name = ""  # until a replica says it serves the model delivered
+        self._backend = self._initial_backend  # what it is delivered as, until then
         self._version: str | None = None
         self._sha256: str | None = None
         self._labels: dict[str, tuple[str, ...]] = {}

@@ -142,7 +142,12 @@ def test_both_images_are_built_here_never_pulled() -> None:
     assert {name: s["pull_policy"] for name, s in services.items()} == {
         "bot": "build",
         "bot-gpu": "build",
+        "bot-cluster": "build",
+        "ray-head": "build",
+        # The image ray-head builds: never pulled either.
+        "ray-worker": "never",
     }
+    assert services["ray-worker"]["image"] == services["ray-head"]["image"]
     args = services["bot"]["build"]["args"]
     assert args["BASE_IMAGE"] == "python:3.11-slim"
     assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
@@ -196,7 +201,9 @@ def test_the_base_image_is_a_build_argument() -> None:
         "${BASE_IMAGE} AS runtime",
         "runtime AS full-install",
         "full-install AS seed",
-        "runtime AS slim",
+        "runtime AS serving-install",
+        "serving-install AS slim",
+        "serving-install AS cluster",
         "full-install AS full",
     ]
     assert final_stage() == stage("full")
@@ -205,16 +212,17 @@ def test_the_base_image_is_a_build_argument() -> None:
 def test_the_dependency_layer_depends_on_the_dependency_list_and_the_pins_only() -> None:
     """Before the dependencies are installed, the final stage copies only constraints.txt and
     the dependency list the first stage read out of pyproject.toml: a README or source edit
-    leaves the cached layer alone."""
-    for name, lists in (
-        ("full-install", "/requirements.txt /requirements-train.txt ./"),
-        ("slim", "/requirements.txt ./"),
+    leaves the cached layer alone. The slim image's dependencies are a stage of their own
+    (serving-install), which the slim and the cluster images both grow from."""
+    for name, lists, then in (
+        ("full-install", "/requirements.txt /requirements-train.txt ./", "full-install"),
+        ("serving-install", "/requirements.txt ./", "slim"),
     ):
         steps = stage(name)
         install = next(i for i, (word, args) in enumerate(steps) if "-r requirements.txt" in args)
         copied = [args for word, args in steps[:install] if word in ("COPY", "ADD")]
         assert copied == ["constraints.txt ./", f"--from=requirements {lists}"], name
-        later = " ".join(args for word, args in steps[install:] if word == "COPY")
+        later = " ".join(args for word, args in (steps + stage(then))[install:] if word == "COPY")
         assert "README.md" in later and "bot ./bot" in later, name
     assert [args for word, args in stage("requirements") if word == "COPY"] == [
         "pyproject.toml /src/pyproject.toml"
@@ -238,14 +246,14 @@ def test_every_install_in_the_image_is_pinned_by_constraints_txt() -> None:
 def test_the_slim_image_installs_the_serving_dependencies_only() -> None:
     """No torch, fastai or the `train` extra in its install line, and a RUN that fails the
     build when torch imports there anyway."""
-    slim = runs(stage("slim"))
+    slim = runs(stage("serving-install")) + runs(stage("slim"))
     installs = [part for part in slim if "pip install" in part]
     assert installs == [
         "pip install -c constraints.txt --upgrade pip setuptools",
         "pip install -c constraints.txt -r requirements.txt",
         "pip install --no-deps --no-build-isolation .",
     ]
-    text = " ".join(args for _, args in stage("slim"))
+    text = " ".join(args for _, args in stage("serving-install") + stage("slim"))
     assert "requirements-train" not in text and "TORCH_INDEX" not in text
     assert any('python -c "import torch"' in part and "exit 1" in part for part in slim)
     import tomllib
@@ -372,7 +380,9 @@ def test_make_installs_with_the_constraints_and_torch_first() -> None:
     recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in recipe.splitlines()[1:]]
     assert lines[0] == "$(BIN)/python scripts/install_torch.py $(BIN)/pip"
-    assert lines[1] == '$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[train,test]"'
+    assert lines[1] == (
+        '$(BIN)/pip install --quiet --constraint $(CONSTRAINTS) -e ".[train,test,cluster]"'
+    )
     assert "CONSTRAINTS := constraints.txt" in makefile
 
 
