@@ -28,6 +28,7 @@ from bot.logs import RedactFilter, configure_logging
 from bot.metrics import Metrics
 from bot.retrain import cancel_retraining_for_shutdown
 from bot.startup import build_classifier, choose_model, data_dir_problem, serve_exported_default
+from bot.versions import follow_active_version
 from bot.web import WebServer
 from model.feedback import PrivacyLog, SqliteFeedbackLog
 from model.feedback.export import delete_export_archives
@@ -150,6 +151,11 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
         _prune_forever(feedback_log, settings.retention_days, settings.data_dir)
     )
     inbox_pruning = asyncio.create_task(inbox.prune_forever())
+    following = (
+        asyncio.create_task(follow_active_version(services))
+        if settings.inference_url is not None
+        else None
+    )
     try:
         if served is None:
             logger.info(
@@ -224,6 +230,8 @@ async def run(settings: Settings, redact: RedactFilter) -> int:
     finally:
         pruning.cancel()
         inbox_pruning.cancel()
+        if following is not None:
+            following.cancel()
         await compiler.stop()
         await web.stop()
         await classifier.close()

@@ -12,12 +12,12 @@ from telegram import Message, Update
 from telegram.error import TelegramError
 
 from bot.callbacks import ModelButton
-from bot.context import Ctx
+from bot.context import Ctx, Services
 from model.compiled import describe
 from model.pool import ModelLoadError
-from model.registry import RegistryError
+from model.registry import Registry, RegistryError
 from model.serving import served_form
-from model.types import ClassifierUnavailable
+from model.types import ClassifierError, ClassifierUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +127,39 @@ async def on_model_button(update: Update, context: Ctx) -> None:
         answer = await switch_to(context, button.version)
     if isinstance(query.message, Message):
         await query.message.reply_text(answer)
+
+
+async def follow_active_version(services: Services, interval_s: float = 5.0) -> None:
+    """On a cluster, switch when the registry's active version changes under the bot
+    (`python -m training use VERSION` on the data folder): the replicas serve what the
+    registry says within `interval_s`. Edge-triggered: only a change of the active pointer
+    acts, so /use (which swaps, then marks active) never races it."""
+    registry, classifier = services.registry, services.classifier
+    seen = await _active_version(registry)
+    while True:
+        await asyncio.sleep(interval_s)
+        now = await _active_version(registry)
+        if now is None or now == seen:
+            continue
+        seen = now
+        if getattr(classifier, "version", None) == now:
+            continue  # /use or [Use it] swapped to it already
+        settings = services.settings
+        try:
+            card = await asyncio.to_thread(registry.get, now)
+            served = await asyncio.to_thread(
+                partial(served_form, registry, card, settings.inference_backend, can_fastai=True)
+            )
+            name = await classifier.swap(served.path, served.sha256, served.compiled)
+        except (RegistryError, ClassifierError) as exc:
+            logger.error("%s was made active, but the cluster cannot switch to it: %s", now, exc)
+            continue
+        logger.info("%s was made active (training use): now serving %s on the cluster", now, name)
+
+
+async def _active_version(registry: Registry) -> str | None:
+    try:
+        card = await asyncio.to_thread(registry.active)
+    except RegistryError:
+        return None
+    return card.version if card is not None else None

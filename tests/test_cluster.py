@@ -450,6 +450,11 @@ def cluster_bot(
     return start_bot(workdir, env)
 
 
+def readyz(bot: RunningBot) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{bot.web_url()}/readyz", timeout=30).json()
+    return body
+
+
 def answered_by(bot: RunningBot) -> dict[tuple[int, int], str]:
     """(user id, message id) of every photo the bot answered → the model that answered it."""
     path = Path(bot.env["DATA_DIR"]) / "feedback" / "feedback.sqlite3"
@@ -472,7 +477,8 @@ def test_the_bot_answers_through_the_cluster_as_through_its_own_workers(
     finally:
         local.stop()
     bot = cluster_bot(tmp_path / "cluster", cluster, versions=2, fetched=True)
-    version = Registry(Path(bot.env["DATA_DIR"]) / "models").active().version  # type: ignore[union-attr]
+    data = Path(bot.env["DATA_DIR"]) / "models"
+    version = Registry(data).active().version  # type: ignore[union-attr]
     try:
         reply = bot.send_photo(photo, user_id=11)["replies"][0]["text"]
         assert reply == expected
@@ -490,6 +496,17 @@ def test_the_bot_answers_through_the_cluster_as_through_its_own_workers(
         outside = f"{bot.web_url()}/models/{version}/card.json"
         headers = {"Authorization": f"Bearer {MODEL_TOKEN}"}
         assert httpx.get(outside, headers=headers, timeout=30).status_code == 404
+        # An operator's `training use` on the data folder: the bot switches the cluster.
+        first = min(Registry(data).versions(), key=lambda card: card.number).version
+        subprocess.run(
+            [sys.executable, "-m", "training", "use", first, "--data-dir", str(data.parent)],
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + WAIT_S
+        while {r["version"] for r in readyz(bot)["replicas"]} != {first}:
+            assert time.monotonic() < deadline, readyz(bot)
+            time.sleep(0.5)  # polling: the switch is no event the test can wait on
     finally:
         bot.stop()
     modules = bot.modules()
