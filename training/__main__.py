@@ -216,7 +216,8 @@ def _add_use(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="make a model version the active one",
         description=(
             "Mark VERSION active after checking its file against its card. A running bot "
-            "switches on /use or when it restarts."
+            "switches on /use or when it restarts (on a Ray Serve cluster, INFERENCE_URL: "
+            "within seconds)."
         ),
     )
     use.add_argument(
