@@ -334,6 +334,7 @@ class ReplicaCore:
     ongoing: int = 0  # requests this replica holds (waiting for a batch or in one)
     _running: Counter[int] = field(default_factory=Counter)  # id(engine) → batches on it
     _lock: threading.Condition = field(default_factory=threading.Condition)
+    _last_batch: float = 0.0  # when the last batch ended (monotonic); 0: trimmed since
 
     async def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
         """Serve the model `user_config` delivers (nothing when it names none). A failure keeps
@@ -372,6 +373,29 @@ class ReplicaCore:
             delivery.backend,
             time.perf_counter() - started,
         )
+
+    def trim_when_idle(self, idle_s: float = 2.0) -> threading.Thread | None:
+        """A daemon thread handing freed batch buffers back to the OS once no batch ran for
+        `idle_s` (glibc keeps them otherwise: a replica would stay at its busiest size), as
+        the pool's workers do. None where there is no glibc."""
+        from model.worker import _malloc_trim
+
+        trim = _malloc_trim()
+        if trim is None:
+            return None
+
+        def run() -> None:
+            while True:
+                time.sleep(idle_s / 2)
+                last = self._last_batch
+                if last and time.monotonic() - last >= idle_s:
+                    self._last_batch = 0.0
+                    trim(0)
+                    self.counts["trims"] += 1
+
+        thread = threading.Thread(target=run, name="idle-trim", daemon=True)
+        thread.start()
+        return thread
 
     def _drain(self, engine: Any) -> None:
         """Return once no batch runs on `engine` (no longer `self.engine`)."""
@@ -446,6 +470,7 @@ class ReplicaCore:
             body = {"ok": False, "error": "model_failed", "message": type(exc).__name__}
             return [(500, body)] * len(images)
         finally:
+            self._last_batch = time.monotonic()
             with self._lock:
                 self._running[id(engine)] -= 1
                 if not self._running[id(engine)]:
@@ -519,6 +544,7 @@ def _deployment() -> Any:
             logging.basicConfig(level=logging.WARNING)
             self.settings = settings
             self.core = ReplicaCore(settings)
+            self.core.trim_when_idle()
             self.batched.set_max_batch_size(settings.max_batch_size)  # type: ignore[attr-defined]
             self.batched.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
                 settings.batch_wait_timeout_s

@@ -151,6 +151,26 @@ async def test_a_replica_that_cannot_load_a_swap_keeps_its_model() -> None:
     assert (core.info()["error"], core.info()["swap_id"]) == (None, "s3")
 
 
+class CountingEngine(FakeEngine):
+    def classify(self, items: list[Any]) -> tuple[list[Any], float, float]:
+        from model.worker import ItemResult
+
+        return [ItemResult(item.request_id, types.EmptyFile()) for item in items], 0.0, 0.0
+
+
+def test_an_idle_replica_trims_its_heap_once_after_work() -> None:
+    from model.serve_app import ReplicaCore, ReplicaSettings
+
+    core = ReplicaCore(ReplicaSettings(), engine=CountingEngine("v1"))
+    assert core.trim_when_idle(idle_s=0.05) is not None
+    assert core.classify([b"", b""])[0][0] == 422
+    deadline = time.monotonic() + 10
+    while not core.counts["trims"]:
+        assert time.monotonic() < deadline, "no trim after the batch"
+        time.sleep(0.01)
+    assert core.info()["counts"]["trims"] == 1 and core.info()["counts"]["rejected"] == 2
+
+
 def test_a_model_file_that_does_not_hash_right_is_not_kept(tmp_path: Path) -> None:
     models = tmp_path / "models"
     (models / "v1").mkdir(parents=True)
