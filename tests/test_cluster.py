@@ -534,6 +534,42 @@ def test_the_bot_answers_through_the_cluster_as_through_its_own_workers(
 
 
 @needs_ray
+def test_through_the_bot_a_replica_killed_under_load_loses_no_photo(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The issue's case end to end: 16 users send 4 photos each to the bot; once half are
+    answered one replica is SIGKILLed: all 64 get their label."""
+    bot = cluster_bot(tmp_path, cluster)
+    photos = [images.coffee_jpeg(), images.chelsea_jpeg()]
+    replies: list[str] = []
+    half = threading.Event()
+
+    def user(uid: int) -> None:
+        for i in range(4):
+            replies.append(
+                bot.send_photo(photos[(uid + i) % 2], user_id=uid)["replies"][0]["text"]
+            )
+            if len(replies) >= 32:
+                half.set()
+
+    try:
+        (victim, *_) = [r for r in cluster.replicas() if r["state"] == "RUNNING" and r.get("pid")]
+        users = [threading.Thread(target=user, args=(300 + u,)) for u in range(16)]
+        for thread in users:
+            thread.start()
+        assert half.wait(WAIT_S)
+        os.kill(victim["pid"], signal.SIGKILL)
+        for thread in users:
+            thread.join(WAIT_S)
+        assert len(replies) == 64
+        assert all("%" in reply for reply in replies), [r for r in replies if "%" not in r]
+        asyncio.run(replaced(cluster, victim["replica_id"]))
+        assert "%" in bot.send_photo(photos[0], user_id=300)["replies"][0]["text"]
+    finally:
+        bot.stop()
+
+
+@needs_ray
 def test_use_under_photo_load_fails_no_photo_and_then_serves_only_the_new_version(
     cluster: Cluster, tmp_path: Path
 ) -> None:
