@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
 import statistics
@@ -39,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.procs import process_tree  # noqa: E402
+from benchmarks.procs import describe_machine, process_tree  # noqa: E402
 
 LABELS = ("coffee", "cat", "rocket", "astronaut")
 # The sample photos' ImageNet classes, for the default model's labelled check images (the
@@ -252,22 +251,6 @@ async def measure(job: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- orchestration
 
 
-def describe_machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}" for name in ("torch", "fastai", "onnxruntime")
-    )
-    return (
-        f"{cpu}, {len(os.sched_getaffinity(0))} cores available ({os.cpu_count()} online), "
-        f"{memory:.0f} GiB RAM, no GPU; Python {sys.version.split()[0]}, {versions}"
-    )
-
-
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
@@ -367,7 +350,7 @@ def main() -> None:
     began = time.perf_counter()
     rounds = args.rounds or (1 if args.quick else 2)
     photos, callers, latency = (24, 8, 6) if args.quick else (200, 16, 30)
-    print(describe_machine())
+    print(describe_machine(("torch", "fastai", "onnxruntime")))
     print(f"at start: {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="verdict-backends-") as tmp:
         work = Path(tmp)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.procs import process_tree  # noqa: E402
+from benchmarks.procs import describe_machine, process_tree  # noqa: E402
 from tests import images  # noqa: E402
 from tests.botharness import FAKE_TOKEN, start_bot  # noqa: E402
 
@@ -337,22 +336,6 @@ def measure_peer(levels: list[tuple[int, int]], workdir: Path, model: Path) -> l
 # ------------------------------------------------------------------------------------ main
 
 
-def describe_machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    cores = len(os.sched_getaffinity(0))
-    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    import torch
-
-    return (
-        f"{cpu}, {cores} cores available, {memory:.0f} GiB RAM, no GPU used; "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images, for a smoke test")
@@ -365,7 +348,7 @@ def main() -> None:
 
     scale = 0.25 if args.quick else 1.0
     cores = len(os.sched_getaffinity(0))
-    print(describe_machine(), flush=True)
+    print(describe_machine(("torch",)), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         from model.default import ensure_default_learner

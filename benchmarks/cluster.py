@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import copy
-import importlib.metadata
 import os
 import shutil
 import statistics
@@ -51,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.backends import load, pct, pss_mib  # noqa: E402
-from benchmarks.procs import process_tree  # noqa: E402
+from benchmarks.procs import describe_machine, process_tree  # noqa: E402
 from model.types import ClassifierError, Prediction  # noqa: E402
 
 POOL, SERVE2, SERVE1 = "pool, 2 workers", "Serve, 2 replicas", "Serve, 1 replica"
@@ -385,22 +384,6 @@ def show(round_: int, name: str, run: Run) -> None:
     )
 
 
-def describe_machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    ram = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}" for name in ("ray", "onnxruntime", "aiohttp")
-    )
-    return (
-        f"{cpu}, {len(os.sched_getaffinity(0))} cores available ({os.cpu_count()} online), "
-        f"{ram:.0f} GiB RAM, no GPU; Python {sys.version.split()[0]}, {versions}"
-    )
-
-
 @contextlib.contextmanager
 def compiled_default() -> Iterator[Any]:
     """The compiled default's ONNX fp32 form (`CompiledModel`); its data folder is removed
@@ -566,7 +549,7 @@ async def benchmark(args: argparse.Namespace) -> None:
         clients=args.clients,
         latency=args.latency or (8 if args.quick else 60),
     )
-    print(describe_machine())
+    print(describe_machine(("ray", "onnxruntime", "aiohttp")))
     print(f"at start: {load()}", flush=True)
     with compiled_default() as compiled, tempfile.TemporaryDirectory(prefix="vbench-") as tmp:
         print(
