@@ -368,8 +368,7 @@ class RemoteClassifier:
         reason = "no replica is running"
         while time.monotonic() < deadline:
             details = await self._details()
-            app = (details.get("applications") or {}).get(self._app) or {}
-            deployment = (app.get("deployments") or {}).get(self._deployment) or {}
+            app, deployment = self._status_of(details)
             status = deployment.get("status")
             if status in ("DEPLOY_FAILED", "UNHEALTHY") or app.get("status") == "DEPLOY_FAILED":
                 raise ModelLoadError(
@@ -456,6 +455,12 @@ class RemoteClassifier:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ClassifierUnavailable(f"the Ray dashboard is unreachable: {exc}") from exc
 
+    def _status_of(self, details: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Our application's and our deployment's status in the REST API's details ({}
+        for what is not there)."""
+        app = (details.get("applications") or {}).get(self._app) or {}
+        return app, (app.get("deployments") or {}).get(self._deployment) or {}
+
     def _deploy_config(self, details: dict[str, Any]) -> dict[str, Any]:
         """The running config of every application, as `PUT` takes it."""
         apps = details.get("applications") or {}
@@ -502,7 +507,7 @@ class RemoteClassifier:
             self._problem = str(exc)
             self._replicas = ()
             raise
-        app = (details.get("applications") or {}).get(self._app) or {}
+        app, deployment = self._status_of(details)
         if not app.get("deployed_app_config"):
             self._problem = (
                 f"the cluster runs no application {self._app!r} (deploy it: "
@@ -522,7 +527,6 @@ class RemoteClassifier:
                         await self._put(
                             self._with_user_config(self._deploy_config(details), wanted)
                         )
-        deployment = (app.get("deployments") or {}).get(self._deployment) or {}
         replicas = deployment.get("replicas") or []
         running = {r["replica_id"] for r in replicas if r.get("state") == "RUNNING"}
         infos = await self._infos(running, tries=max(8, 4 * len(running))) if running else {}
