@@ -19,8 +19,9 @@ import sys
 
 from bot.config import Settings
 from bot.context import ImageClassifier
+from bot.startup import form_to_serve
 from model.registry import ModelCard, Registry, RegistryError
-from model.serving import fastai_available, served_form
+from model.serving import fastai_available
 from model.types import ClassifierError
 
 logger = logging.getLogger("bot")
@@ -105,9 +106,7 @@ class BackgroundCompile:
             if active is None or active.version != version:
                 logger.info("compiled %s; it is no longer the active version", version)
                 return
-            served = await asyncio.to_thread(
-                served_form, self._registry, card, self._settings.inference_backend
-            )
+            served = await asyncio.to_thread(form_to_serve, self._settings, self._registry, card)
         except RegistryError as exc:
             logger.warning("compiled %s but cannot serve it: %s", version, exc)
             return

@@ -76,12 +76,7 @@ def choose_model(settings: Settings, registry: Registry) -> Served | None:
                 f"default (no fastai); {FULL_IMAGE_HINT}"
             )
         return None
-    # On a cluster the replicas run the model: whether they can run fastai is theirs to say
-    # (a swap they cannot load is refused with their reason).
-    remote = settings.inference_url is not None
-    served = served_form(
-        registry, active, settings.inference_backend, can_fastai=can_fastai or remote
-    )
+    served = form_to_serve(settings, registry, active)
     logger.info(
         "serving %s on %s%s",
         active.version,
@@ -117,6 +112,15 @@ def make_default_version(settings: Settings) -> None:
             "could not make the bundled default model version: "
             + (result.stderr.strip().splitlines() or ["no output"])[-1]
         )
+
+
+def form_to_serve(settings: Settings, registry: Registry, card: ModelCard) -> Served:
+    """`served_form` for INFERENCE_BACKEND, as every switch picks it (start, /use, [Use it],
+    the background compile, `training use` on a cluster). On a cluster the replicas run the
+    model: whether they can run fastai is theirs to say (a swap they cannot load is refused
+    with their reason)."""
+    can_fastai = True if settings.inference_url is not None else None
+    return served_form(registry, card, settings.inference_backend, can_fastai=can_fastai)
 
 
 SEED_ENV = "VERDICT_SEED_MODELS"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 from typing import Any
 
 from telegram import Message, Update
@@ -13,10 +12,10 @@ from telegram.error import TelegramError
 
 from bot.callbacks import ModelButton
 from bot.context import Ctx, Services
+from bot.startup import form_to_serve
 from model.compiled import describe
 from model.pool import ModelLoadError
 from model.registry import Registry, RegistryError
-from model.serving import served_form
 from model.types import ClassifierError, ClassifierUnavailable
 
 logger = logging.getLogger(__name__)
@@ -81,12 +80,7 @@ async def switch_to(context: Ctx, wanted: str) -> str:
                 return "There is no previous version to go back to."
         else:
             card = await asyncio.to_thread(reg.get, wanted)
-        settings = context.services.settings
-        # On a cluster the replicas run it: whether they can run fastai is theirs to say.
-        can_fastai = True if settings.inference_url is not None else None
-        served = await asyncio.to_thread(
-            partial(served_form, reg, card, settings.inference_backend, can_fastai=can_fastai)
-        )
+        served = await asyncio.to_thread(form_to_serve, context.services.settings, reg, card)
     except (RegistryError, KeyError) as exc:
         return f"Can't use {wanted!r}: {exc}"
     try:
@@ -144,12 +138,9 @@ async def follow_active_version(services: Services, interval_s: float = 5.0) -> 
         seen = now
         if getattr(classifier, "version", None) == now:
             continue  # /use or [Use it] swapped to it already
-        settings = services.settings
         try:
             card = await asyncio.to_thread(registry.get, now)
-            served = await asyncio.to_thread(
-                partial(served_form, registry, card, settings.inference_backend, can_fastai=True)
-            )
+            served = await asyncio.to_thread(form_to_serve, services.settings, registry, card)
             name = await classifier.swap(served.path, served.sha256, served.compiled)
         except (RegistryError, ClassifierError) as exc:
             logger.error("%s was made active, but the cluster cannot switch to it: %s", now, exc)
