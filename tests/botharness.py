@@ -75,6 +75,23 @@ class RunningBot:
         """One message's current state."""
         return next(m for m in self.messages(chat_id) if m["message_id"] == message_id)
 
+    def replies_until(
+        self, answer: dict[str, Any], last: Callable[[dict[str, Any]], bool], count: int = 1
+    ) -> list[dict[str, Any]]:
+        """The bot's messages after the one `answer` sent, once `count` of them satisfy `last`
+        (waiting for that event, not for a time: a reply in several messages, such as /stats'
+        text then its chart, is whole only when its last message came)."""
+        after = answer["message"]["message_id"]
+        chat = answer["message"]["chat"]["id"]
+
+        def since(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [m for m in messages if m["from_bot"] and m["message_id"] > after]
+
+        def whole(messages: list[dict[str, Any]]) -> bool:
+            return sum(1 for m in since(messages) if last(m)) >= count
+
+        return since(self.wait_for(chat, whole))
+
     def wait_for(
         self,
         chat_id: int,

@@ -6,7 +6,7 @@ import io
 import re
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +50,6 @@ def texts(answer: dict[str, Any]) -> list[str]:
     return [m.get("text") or m.get("caption") or "" for m in answer["replies"]]
 
 
-def replies_until(
-    bot: RunningBot, answer: dict[str, Any], last: Callable[[dict[str, Any]], bool]
-) -> list[dict[str, Any]]:
-    """The bot's messages after the one `answer` sent, once one of them satisfies `last`
-    (waiting for that event, not for a time)."""
-    after = answer["message"]["message_id"]
-    chat = answer["message"]["chat"]["id"]
-
-    def since(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [m for m in messages if m["from_bot"] and m["message_id"] > after]
-
-    return since(bot.wait_for(chat, lambda messages: any(last(m) for m in since(messages))))
-
-
 def dispute(bot: RunningBot, user: int, data: bytes, label: str) -> None:
     reply = bot.send_photo(data, user_id=user)["replies"][0]
     wrong = buttons(reply)["❌ Wrong"]
@@ -104,7 +90,7 @@ def test_stats_text_and_chart(bot: RunningBot) -> None:
     bot.send_photo(images.coffee_jpeg(), user_id=USER)
     sent = bot.send(text="/stats", user_id=ADMIN)
     # The text comes first, then the chart.
-    replies = replies_until(bot, sent, lambda m: bool(m.get("photo")))
+    replies = bot.replies_until(sent, lambda m: bool(m.get("photo")))
     body = "\n".join(texts({"replies": replies}))
     assert "Photos classified — last 24 h:" in body and "Workers ready: " in body
     assert "espresso" in body
@@ -121,12 +107,12 @@ def test_disputes_review_and_export(bot: RunningBot) -> None:
     dispute(bot, USER, images.chelsea_jpeg(), "chelsea the cat")
     shown = bot.send(text="/disputes", user_id=ADMIN)
     # One message per dispute, then "Disputes 1–N of N." with the page buttons.
-    listed = replies_until(bot, shown, lambda m: (m.get("text") or "").startswith("Disputes "))
+    listed = bot.replies_until(shown, lambda m: (m.get("text") or "").startswith("Disputes "))
     captions = texts({"replies": listed})
     assert any("corrected: chelsea the cat" in c for c in captions), captions
 
     asked = bot.send(text="/review", user_id=ADMIN)
-    review = replies_until(bot, asked, lambda m: (m.get("caption") or "").startswith("Review ("))
+    review = bot.replies_until(asked, lambda m: (m.get("caption") or "").startswith("Review ("))
     review = next(m for m in review if (m.get("caption") or "").startswith("Review ("))
     assert "user: wrong, it is “chelsea the cat”" in review["caption"]
     confirm = next(d for t, d in buttons(review).items() if t.startswith("✅ Confirm"))
@@ -136,7 +122,7 @@ def test_disputes_review_and_export(bot: RunningBot) -> None:
     assert saved["answer"]["text"] == "Saved."
 
     asked = bot.send(text="/export", user_id=ADMIN)
-    exported = replies_until(bot, asked, lambda m: bool(m.get("document")))
+    exported = bot.replies_until(asked, lambda m: bool(m.get("document")))
     document = next(m for m in exported if m.get("document"))
     archive = bot.client.get(f"/_sandbox/files/{document['document']['file_id']}").content
     names = zipfile.ZipFile(io.BytesIO(archive)).namelist()

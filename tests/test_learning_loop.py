@@ -71,6 +71,17 @@ def teach(bot: RunningBot, user: int, photo: bytes, typed: str) -> str:
     return answer
 
 
+def stats(bot: RunningBot) -> str:
+    """/stats' text, once its last message (the chart) came."""
+    asked = bot.send(text="/stats", user_id=ADMIN)
+    return "\n".join(texts({"replies": bot.replies_until(asked, lambda m: bool(m.get("photo")))}))
+
+
+def pending_note(message: dict[str, Any]) -> bool:
+    """The last message of /review while new labels wait."""
+    return (message.get("text") or "").startswith("New labels users typed")
+
+
 def wait_in_chat(
     bot: RunningBot,
     chat_id: int,
@@ -217,9 +228,11 @@ def _scenario(seen: Loop) -> None:
         seen.confirmations.append(teach(bot, user, variant_bytes(photo, seed), typed))
         seen.users.append(user)
 
-    seen.stats_before = "\n".join(texts(bot.send(text="/stats", user_id=ADMIN, settle=1)))
-    seen.review_note = texts(bot.send(text="/review", user_id=ADMIN, settle=1))
-    shown = bot.send(text="/labels", user_id=ADMIN, settle=1)["replies"]
+    seen.stats_before = stats(bot)
+    asked = bot.send(text="/review", user_id=ADMIN)
+    seen.review_note = texts({"replies": bot.replies_until(asked, pending_note)})
+    asked = bot.send(text="/labels", user_id=ADMIN)
+    shown = bot.replies_until(asked, lambda m: (m.get("text") or "").startswith("🆕 “"), count=4)
     seen.header = shown[0]["text"]
     for message in shown[1:]:
         label = re.match(r"^🆕 “(.+?)”", message["text"])
@@ -252,7 +265,7 @@ def _scenario(seen: Loop) -> None:
     seen.decided["rockett"] = press(rockett, "🔀 Merge into “rocket”")
     seen.decided["cofee"] = press(cofee, "🔀 Merge into “coffee”")
     seen.labels_after = texts(bot.send(text="/labels", user_id=ADMIN))[0]
-    seen.stats_after = "\n".join(texts(bot.send(text="/stats", user_id=ADMIN, settle=1)))
+    seen.stats_after = stats(bot)
     # A user who types an added label in other letters gets that label.
     seen.added_typed = teach(bot, 6301, variant_bytes("rocket", 131), "ROCKET")
     seen.users.append(6301)
