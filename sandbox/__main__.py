@@ -1,7 +1,7 @@
 """Run the sandbox alone: ``python -m sandbox --port 8088 --token 123456:SANDBOX``.
 
-It serves the stand-in Bot API, the test API and the chat page until Ctrl+C, and prints how
-to point a bot at it. The token never appears in what it prints or logs.
+It serves the stand-in Bot API, the test API and the chat page until Ctrl+C or SIGTERM, and
+prints how to point a bot at it. The token never appears in what it prints or logs.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 
 from bot.logs import RedactFilter
 from sandbox.server import Sandbox
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 async def serve(token: str, host: str, port: int, admin_id: int | None = None) -> None:
-    """Run a sandbox until cancelled."""
+    """Run a sandbox until SIGINT (Ctrl+C) or SIGTERM."""
     sandbox = Sandbox(token, page_admin_id=admin_id)
     url = await sandbox.start(host, port)
     admins = f"ADMIN_IDS={admin_id} " if admin_id is not None else ""
@@ -27,8 +28,16 @@ async def serve(token: str, host: str, port: int, admin_id: int | None = None) -
         f"  TELEGRAM_API_URL={url} TELEGRAM_TOKEN=<token> {admins}python -m bot",
         flush=True,
     )
+    # The loop's own signal handlers (a wakeup fd), not Python's default SIGINT handling: a
+    # signal that lands on another thread (the executor's, after getaddrinfo) must still wake
+    # a loop that waits with no timer, or Ctrl+C would go unnoticed until the next request.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        logger.info("sandbox: interrupted")
     finally:
         await sandbox.stop()
 

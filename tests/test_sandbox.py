@@ -710,15 +710,28 @@ def test_the_sandbox_takes_only_the_token_redaction_from_the_bot() -> None:
     assert result.stdout.strip() == "['bot', 'bot.logs']"
 
 
+def _ignore_sigint() -> None:
+    """What a shell does to a job it starts in the background (``python -m sandbox &``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("stop_with", "background"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c-background-job", "sigterm"],
+)
 def test_python_m_sandbox_serves_alone_and_says_how_to_point_a_bot_at_it(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, stop_with: signal.Signals, background: bool
 ) -> None:
+    """It stops cleanly on SIGINT, also when started with SIGINT ignored (Python then leaves
+    the signal ignored, so only the loop's own handler sees it), and on SIGTERM."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "--port", "0", "--token", TOKEN],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if background else None,
     )
     try:
         assert process.stdout is not None
@@ -730,9 +743,15 @@ def test_python_m_sandbox_serves_alone_and_says_how_to_point_a_bot_at_it(
         with urllib.request.urlopen(f"{url}/bot{TOKEN}/getMe", timeout=5) as response:
             assert json.loads(response.read())["result"]["username"] == "verdict_sandbox_bot"
     finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    assert "sandbox: interrupted" in err
+        process.send_signal(stop_with)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # it did not stop: fail, leaving no process behind
+            process.communicate()
+            raise
+    assert process.returncode == 0, err
+    assert "sandbox: interrupted" in err and "sandbox: stopped" in err
     for text in [*printed, out, err]:
         assert TOKEN not in text and urllib.parse.quote(TOKEN, safe="") not in text
 
