@@ -51,6 +51,7 @@ from typing import Any
 
 from model import types
 from model.compiled import FORM_FILES, CompiledFormError, CompiledModel, PreprocessSpec
+from model.files import CHUNK_BYTES, sha256_file
 from model.types import ClassifierError, ImageRejected, LabelScore, Prediction
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ BACKENDS = (FASTAI, *FORM_FILES)
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_MODEL_BYTES = 2 * 1024**3
 FETCH_TIMEOUT_S = 120.0
-CHUNK = 1024 * 1024
 
 
 # -- the wire format: what the bot sends as user_config and reads back ----------------------
@@ -236,7 +236,7 @@ def fetch_model(
     is never moved into place."""
     target = cache_dir / delivery.sha256 / delivery.file
     if target.exists():
-        if _sha256_of(target) == delivery.sha256:
+        if sha256_file(target) == delivery.sha256:
             return target
         target.unlink()  # damaged or replaced: fetch it again
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +249,7 @@ def fetch_model(
             length = r.headers.get("Content-Length")
             if length is not None and int(length) > max_bytes:
                 raise ModelFetchError(f"{delivery.url} is {length} bytes, over {max_bytes}")
-            while chunk := r.read(CHUNK):
+            while chunk := r.read(CHUNK_BYTES):
                 size += len(chunk)
                 if size > max_bytes:
                     raise ModelFetchError(f"{delivery.url} is over {max_bytes} bytes")
@@ -280,14 +280,6 @@ def _fetch_headers() -> dict[str, str]:
     environment: the node's, or the Serve config's runtime_env), as the bot checks it."""
     token = os.environ.get("MODEL_TOKEN")
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
