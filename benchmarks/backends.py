@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.procs import describe_machine, process_tree  # noqa: E402
+from benchmarks.procs import describe_machine, process_tree, pss_mib  # noqa: E402
 
 LABELS = ("coffee", "cat", "rocket", "astronaut")
 # The sample photos' ImageNet classes, for the default model's labelled check images (the
@@ -55,17 +55,6 @@ def pct(samples: list[float], p: int) -> float:
     if len(samples) == 1:
         return samples[0]
     return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
-
-
-def pss_mib(pid: int) -> float:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_logged(command: list[str], log: Path, what: str) -> float:

@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.procs import describe_machine, process_tree  # noqa: E402
+from benchmarks.procs import describe_machine, process_tree, stat_fields  # noqa: E402
 from tests import images  # noqa: E402
 from tests.botharness import FAKE_TOKEN, start_bot  # noqa: E402
 
@@ -222,10 +222,8 @@ def cpu_split(root: int) -> dict[str, float]:
 
 
 def parent_of(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return 0
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else 0
 
 
 def memory_mib(pid: int) -> dict[str, float]:

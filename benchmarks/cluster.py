@@ -49,8 +49,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.backends import load, pct, pss_mib  # noqa: E402
-from benchmarks.procs import describe_machine, process_tree  # noqa: E402
+from benchmarks.backends import load, pct  # noqa: E402
+from benchmarks.procs import (  # noqa: E402
+    CLOCK,
+    cpu_s,
+    describe_machine,
+    process_tree,
+    pss_mib,
+    rss_mib,
+)
 from model.types import ClassifierError, Prediction  # noqa: E402
 
 POOL, SERVE2, SERVE1 = "pool, 2 workers", "Serve, 2 replicas", "Serve, 1 replica"
@@ -58,30 +65,9 @@ NOWAIT = "Serve, 2 replicas, no batch wait"
 ALONE = "pool, 2 workers, no Ray running"
 WAIT_S = 240.0
 IDLE_S = 5.0  # after the lone photos, before memory is read again (pool workers trim at 2 s)
-CLOCK = os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------ /proc
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` (all its threads); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK
 
 
 def name_of(pid: int) -> str:
@@ -221,28 +207,6 @@ async def warm(classify: Classify, photos: list[bytes], clients: int) -> None:
 # ----------------------------------------------------------------------------- the cluster
 
 
-def serve_config(cache_dir: Path, port: int, replicas: int, clients: int) -> dict[str, Any]:
-    """deploy/serve.yaml as the tests run it, with `replicas` fixed and room for every client
-    on one replica (nothing is refused busy)."""
-    from model.serve_app import DEFAULT_CONFIG, load_config
-
-    config = copy.deepcopy(load_config(DEFAULT_CONFIG))
-    config["proxy_location"] = "HeadOnly"
-    config["http_options"] = {"host": "127.0.0.1", "port": port}
-    (app,) = config["applications"]
-    app["args"]["cache_dir"] = str(cache_dir)
-    (deployment,) = app["deployments"]
-    # None, not absent: an option the config leaves out keeps the code's value (the decorator's),
-    # and under an autoscaling_config Serve ignores num_replicas.
-    deployment["autoscaling_config"] = None
-    deployment.update(
-        num_replicas=replicas,
-        max_ongoing_requests=max(32, 2 * clients),
-        max_queued_requests=max(256, 8 * clients),
-    )
-    return config
-
-
 def deployment_of(details: dict[str, Any]) -> dict[str, Any]:
     from model.serve_app import APP_NAME, DEPLOYMENT_NAME
 
@@ -275,7 +239,7 @@ def redeploy(dashboard: str, replicas: int, batch_wait_s: float) -> float:
             config[key] = details[key]
     (app,) = [a for a in config["applications"] if a.get("name") == APP_NAME]
     (entry,) = [d for d in app.get("deployments", []) if d.get("name") == DEPLOYMENT_NAME]
-    entry["autoscaling_config"] = None  # see serve_config
+    entry["autoscaling_config"] = None  # see tests.raycluster.local_config
     entry["num_replicas"] = replicas
     restart = app["args"].get("batch_wait_timeout_s") != batch_wait_s
     app["args"]["batch_wait_timeout_s"] = batch_wait_s
@@ -337,26 +301,21 @@ class Run:
     note: str = ""
 
 
-async def measure(
-    classify: Classify,
-    groups: dict[str, list[int]],
-    photos: list[bytes],
-    total: int,
-    clients: int,
-    latency: int,
-    ray_sid: int | None,
-) -> Run:
+async def measure(bench: Bench, classify: Classify, groups: dict[str, list[int]]) -> Run:
+    """One configuration once: its burst of `bench.total` photos from `bench.clients` clients
+    (rate, CPU per photo by group, memory), then `bench.latency` lone photos, then idle."""
+    photos, clients = bench.photos, bench.clients
     await warm(classify, photos, clients)
-    meter, everything = CpuMeter(groups), CpuMeter({"mine": mine(ray_sid)})
+    meter, everything = CpuMeter(groups), CpuMeter({"mine": mine(bench.ray_sid)})
     meter.start()
     everything.start()
     machine = machine_busy_s()
-    result = await burst(classify, photos, total, clients)
+    result = await burst(classify, photos, bench.total, clients)
     machine = (machine_busy_s() - machine) / result.seconds
     spent = meter.stop()
     others = max(0.0, machine - everything.stop()["mine"] / result.seconds)
     busy_memory = {name: memory(pids) for name, pids in groups.items()}
-    latencies = await lone(classify, photos, latency)
+    latencies = await lone(classify, photos, bench.latency)
     await asyncio.sleep(IDLE_S)
     return Run(
         rate=result.rate,
@@ -423,15 +382,7 @@ class Bench:
 async def measure_pool(bench: Bench, pool: Any, round_: int, name: str) -> None:
     before = pool.stats()
     groups = {"bot": [os.getpid()], "workers": pool.worker_pids()}
-    run = await measure(
-        pool.classify,
-        groups,
-        bench.photos,
-        bench.total,
-        bench.clients,
-        bench.latency,
-        bench.ray_sid,
-    )
+    run = await measure(bench, pool.classify, groups)
     after = pool.stats()
     run.busy = after.busy_refusals - before.busy_refusals
     run.failed = after.failed - before.failed + after.expired - before.expired
@@ -509,15 +460,7 @@ async def measure_serve(bench: Bench, serve: Serve, round_: int, name: str) -> N
     remote = await serve.remote(n, batch_wait_s, bench.clients)
     try:
         groups = {"bot": [os.getpid()], **await asyncio.to_thread(serve.ray_groups)}
-        run = await measure(
-            remote.classify,
-            groups,
-            bench.photos,
-            bench.total,
-            bench.clients,
-            bench.latency,
-            bench.ray_sid,
-        )
+        run = await measure(bench, remote.classify, groups)
         stats = remote.stats()
         run.busy, run.failed = stats.busy_refusals, stats.failed
         run.retried = remote._counts["retried"]
@@ -538,7 +481,7 @@ async def benchmark(args: argparse.Namespace) -> None:
     from model.pool import Classifier, PoolConfig
     from model.serve_app import put_config, wait_running
     from model.worker import WorkerConfig
-    from tests.raycluster import file_server, free_port, ray_head
+    from tests.raycluster import file_server, free_port, local_config, ray_head
 
     began = time.perf_counter()
     rounds = args.rounds or (1 if args.quick else 4)
@@ -566,7 +509,13 @@ async def benchmark(args: argparse.Namespace) -> None:
         try:
             await measure_pool(bench, pool, 0, ALONE)
             port = free_port()
-            config = serve_config(Path(tmp) / "replica-cache", port, 2, bench.clients)
+            config = local_config(  # room for every client on one replica: none refused busy
+                Path(tmp) / "replica-cache",
+                port,
+                num_replicas=2,
+                max_ongoing_requests=max(32, 2 * bench.clients),
+                max_queued_requests=max(256, 8 * bench.clients),
+            )
             route = (config["applications"][0].get("route_prefix") or "").rstrip("/")
             with file_server(models) as files, ray_head(2) as dashboard:
                 started = time.perf_counter()

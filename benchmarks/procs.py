@@ -26,18 +26,53 @@ def describe_machine(packages: Sequence[str]) -> str:
     )
 
 
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command's name (state, ppid, ...); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` (all its threads); 0 once it is gone."""
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK if fields else 0.0
+
+
+def _mib(path: str, key: str) -> float:
+    """The ``key:`` line's kB figure in a /proc file, in MiB; 0 once the process is gone."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_mib(pid: int) -> float:
+    return _mib(f"/proc/{pid}/status", "VmRSS")
+
+
+def pss_mib(pid: int) -> float:
+    """Its proportional share of the pages it maps (shared pages split among their users)."""
+    return _mib(f"/proc/{pid}/smaps_rollup", "Pss")
+
+
 def process_tree(root: int) -> list[int]:
     """`root` and every process descended from it, read from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        fields = stat_fields(int(entry))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()

@@ -6,6 +6,7 @@ every process it started ended afterwards, and a file server laid out as the bot
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -63,6 +64,25 @@ def file_server(models: Path) -> Iterator[FileServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def local_config(cache_dir: Path, port: int, **options: Any) -> dict[str, Any]:
+    """deploy/serve.yaml as a test or benchmark runs it here: the proxy on the head only, at
+    127.0.0.1:`port`, models cached in `cache_dir`, a fixed number of replicas, and the
+    deployment's `options` (num_replicas, max_ongoing_requests, ...) set."""
+    from model.serve_app import DEFAULT_CONFIG, load_config
+
+    config = copy.deepcopy(load_config(DEFAULT_CONFIG))
+    config["proxy_location"] = "HeadOnly"
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    (app,) = config["applications"]
+    app["args"]["cache_dir"] = str(cache_dir)
+    (deployment,) = app["deployments"]
+    # None, not absent: an option the config leaves out keeps the code's value (the decorator's),
+    # and under an autoscaling_config Serve ignores num_replicas.
+    deployment["autoscaling_config"] = None
+    deployment.update(options)
+    return config
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import importlib.util
 import json
 import os
@@ -38,13 +37,11 @@ from model import types
 from model.compiled import CompiledModel
 from model.registry import Registry
 from model.serve_app import (
-    DEFAULT_CONFIG,
     DeliveryError,
     ModelDelivery,
     ModelFetchError,
     delivery_config,
     fetch_model,
-    load_config,
     put_config,
     rejection_from_json,
     rejection_to_json,
@@ -55,7 +52,15 @@ from model.types import ClassifierBusy, ClassifierError, CorruptImage, NotAnImag
 from model.worker import model_name
 from tests import images
 from tests.botharness import RunningBot, start_bot
-from tests.raycluster import FileServer, Forwarder, file_server, free_port, get_json, ray_head
+from tests.raycluster import (
+    FileServer,
+    Forwarder,
+    file_server,
+    free_port,
+    get_json,
+    local_config,
+    ray_head,
+)
 from tests.seeded import seed_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,26 +215,6 @@ class Cluster:
         return list(deployment["replicas"])
 
 
-def test_config(cache_dir: Path, port: int) -> dict[str, Any]:
-    """deploy/serve.yaml as the test runs it: two replicas, small limits, local ports."""
-    config = copy.deepcopy(load_config(DEFAULT_CONFIG))
-    config["proxy_location"] = "HeadOnly"
-    config["http_options"] = {"host": "127.0.0.1", "port": port}
-    (app,) = config["applications"]
-    app["args"]["cache_dir"] = str(cache_dir)
-    (deployment,) = app["deployments"]
-    deployment.pop("autoscaling_config")
-    deployment.update(
-        num_replicas=REPLICAS,
-        max_ongoing_requests=PER_REPLICA,
-        max_queued_requests=QUEUED,
-    )
-    return config
-
-
-test_config.__test__ = False  # type: ignore[attr-defined]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not HAS_RAY:
@@ -245,7 +230,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     compiled = served_form(registry, card, "onnx").compiled
     assert compiled is not None
     port = free_port()
-    config = test_config(tmp_path_factory.mktemp("replica-cache"), port)
+    config = local_config(
+        tmp_path_factory.mktemp("replica-cache"),
+        port,
+        num_replicas=REPLICAS,
+        max_ongoing_requests=PER_REPLICA,
+        max_queued_requests=QUEUED,
+    )
     with (
         file_server(models) as files,
         ray_head(extra_env={"MODEL_TOKEN": MODEL_TOKEN}) as dashboard,
