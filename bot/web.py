@@ -18,7 +18,7 @@ from telegram.error import TelegramError
 
 from bot.buildinfo import versions
 from bot.context import BotApp, Services
-from model.registry import RegistryError, learner_omitted
+from model.registry import RegistryError, model_files
 
 logger = logging.getLogger(__name__)
 
@@ -126,15 +126,8 @@ class WebServer:
             return None
         if card.version != version:  # "active", "v3"...: only a folder's own name
             return None
-        folder = registry.models_dir / card.version
-        files = {
-            form.file
-            for form in (card.compile_record.forms if card.compile_record else {}).values()
-        }
-        if not learner_omitted(card):
-            files.add(card.file)
-        path = folder / name
-        return path if name in files and path.is_file() else None
+        path = registry.version_dir(card) / name
+        return path if name in model_files(card) and path.is_file() else None
 
     async def healthz(self, request: web.Request) -> web.Response:
         """The process is alive and its event loop answers."""

@@ -127,6 +127,16 @@ def learner_omitted(card: ModelCard) -> bool:
     return card.extra.get(LEARNER_OMITTED) is True
 
 
+def model_files(card: ModelCard) -> set[str]:
+    """The names of the files that can serve the version: its learner (unless it was imported
+    without one) and each compiled form its card records."""
+    record = card.compile_record
+    names = {form.file for form in record.forms.values()} if record is not None else set()
+    if not learner_omitted(card):
+        names.add(card.file)
+    return names
+
+
 def card_sha256(model_file: Path) -> str | None:
     """The sha256 the card records for `model_file` when the file is a registered version's
     model (in a version folder, named by its card); None for any other file.

@@ -35,7 +35,7 @@ from typing import IO, Any
 from model.cards import CARD_NAME, ModelCard, RegistryError
 from model.compiled import CompiledFormError, CompileRecord
 from model.files import CHUNK_BYTES
-from model.registry import Registry, learner_omitted
+from model.registry import Registry, model_files
 
 logger = logging.getLogger(__name__)
 
@@ -325,13 +325,8 @@ def _seed_version_folder(registry: Registry, folder: Path) -> ModelCard:
     if not isinstance(data, dict):
         raise RegistryError(f"{folder / CARD_NAME} is not a JSON object")
     card = ModelCard.from_json(data)
-    record = card.compile_record
-    names = {card.file, *card.artifacts.values()}
-    if record is not None:
-        names.update(form.file for form in record.forms.values())
+    names = model_files(card) | set(card.artifacts.values())
     files = {name: folder / name for name in names if (folder / name).is_file()}
-    if learner_omitted(card):
-        files.pop(card.file, None)
     return registry.register_bundle(
         card, files, provenance={"seed_folder": str(folder)}, activate=True
     )
