@@ -16,6 +16,7 @@ from model.datadir import DEFAULT_DATA_DIR, data_dir, models_dir, read_environme
 T = TypeVar("T")
 
 RAY_DASHBOARD_PORT = 8265
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # a URL's or bind's host
 TOKEN_PATTERN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{1,100}$")
 
 
@@ -341,7 +342,7 @@ def _nonempty(raw: str) -> str:
 
 def _webhook_url(raw: str) -> str:
     parts = urlsplit(raw)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    local = parts.hostname in LOOPBACK_HOSTS
     if not parts.netloc or not (parts.scheme == "https" or (parts.scheme == "http" and local)):
         raise ValueError(
             "Telegram only posts to https URLs (http only for localhost, i.e. a local Bot API "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from bot.config import Settings
+from bot.config import LOOPBACK_HOSTS, Settings
 from bot.context import ImageClassifier
 from model.datadir import models_dir
 from model.default import DEFAULT_MODEL_FILE
@@ -229,10 +229,7 @@ def build_remote(settings: Settings, served: Served | None) -> RemoteClassifier:
     assert settings.inference_url is not None and dashboard is not None
     models_url = settings.models_url
     host = urlsplit(models_url).hostname or ""
-    if settings.http_host in ("127.0.0.1", "localhost", "::1") and host not in (
-        "127.0.0.1",
-        "localhost",
-    ):
+    if settings.http_host in LOOPBACK_HOSTS and host not in LOOPBACK_HOSTS:
         logger.warning(
             "HTTP_HOST is %s: replicas on other machines cannot fetch models from %s; set "
             "HTTP_HOST=0.0.0.0 (and MODEL_TOKEN)",
