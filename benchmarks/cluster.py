@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import os
 import shutil
 import statistics
@@ -207,19 +206,10 @@ async def warm(classify: Classify, photos: list[bytes], clients: int) -> None:
 # ----------------------------------------------------------------------------- the cluster
 
 
-def deployment_of(details: dict[str, Any]) -> dict[str, Any]:
-    from model.serve_app import APP_NAME, DEPLOYMENT_NAME
-
-    app = (details.get("applications") or {}).get(APP_NAME) or {}
-    deployments = app.get("deployments") or {}
-    found: dict[str, Any] = deployments.get(DEPLOYMENT_NAME) or {}
-    return found
-
-
 def replica_pids(dashboard: str) -> list[int]:
-    from model.serve_app import serve_details
+    from model.serve_app import serve_details, status_of
 
-    replicas = deployment_of(serve_details(dashboard)).get("replicas") or []
+    replicas = status_of(serve_details(dashboard))[1].get("replicas") or []
     return [int(r["pid"]) for r in replicas if r.get("state") == "RUNNING" and r.get("pid")]
 
 
@@ -227,23 +217,25 @@ def redeploy(dashboard: str, replicas: int, batch_wait_s: float) -> float:
     """Re-PUT the running config (the model's user_config kept) with `replicas` replicas and
     `@serve.batch`'s wait; the seconds until exactly that many replicas run, new ones if the
     application's args changed (Serve then replaces every replica), and it is HEALTHY."""
-    from model.serve_app import APP_NAME, DEPLOYMENT_NAME, put_config, serve_details
+    from model.serve_app import (
+        APP_NAME,
+        DEPLOYMENT_NAME,
+        put_config,
+        running_config,
+        serve_details,
+        status_of,
+    )
 
     started = time.perf_counter()
     details = serve_details(dashboard)
-    apps = details.get("applications") or {}
-    configs = [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
-    config: dict[str, Any] = {"applications": copy.deepcopy(configs)}
-    for key in ("proxy_location", "http_options"):
-        if details.get(key):
-            config[key] = details[key]
+    config = running_config(details)
     (app,) = [a for a in config["applications"] if a.get("name") == APP_NAME]
     (entry,) = [d for d in app.get("deployments", []) if d.get("name") == DEPLOYMENT_NAME]
     entry["autoscaling_config"] = None  # see tests.raycluster.local_config
     entry["num_replicas"] = replicas
     restart = app["args"].get("batch_wait_timeout_s") != batch_wait_s
     app["args"]["batch_wait_timeout_s"] = batch_wait_s
-    old = {r["replica_id"] for r in deployment_of(details).get("replicas") or []}
+    old = {r["replica_id"] for r in status_of(details)[1].get("replicas") or []}
     put_config(dashboard, config)
     deadline = time.monotonic() + WAIT_S
     state = "?"
@@ -251,8 +243,8 @@ def redeploy(dashboard: str, replicas: int, batch_wait_s: float) -> float:
         time.sleep(0.5)
         with contextlib.suppress(urllib.error.URLError, OSError):
             now = serve_details(dashboard)
-            status = ((now.get("applications") or {}).get(APP_NAME) or {}).get("status")
-            deployment = deployment_of(now)
+            application, deployment = status_of(now)
+            status = application.get("status")
             listed = deployment.get("replicas") or []
             state = f"{status}, {deployment.get('status')}, {[r.get('state') for r in listed]}"
             if (
@@ -417,7 +409,7 @@ class Serve:
     async def remote(self, replicas: int, batch_wait_s: float, clients: int) -> Any:
         """A started `RemoteClassifier`, `replicas` replicas serving the model."""
         from bot.remote import RemoteClassifier
-        from model.serve_app import serve_details
+        from model.serve_app import serve_details, status_of
 
         if (replicas, batch_wait_s) != (self.replicas, self.batch_wait_s):
             took = await asyncio.to_thread(redeploy, self.dashboard, replicas, batch_wait_s)
@@ -442,7 +434,7 @@ class Serve:
         if not remote.model_name:  # start() does not raise: it keeps delivering
             await remote.close()
             raise SystemExit(f"the cluster does not serve the model: {remote.stats()}")
-        deployment = deployment_of(await asyncio.to_thread(serve_details, self.dashboard))
+        _, deployment = status_of(await asyncio.to_thread(serve_details, self.dashboard))
         running = [r for r in deployment.get("replicas", []) if r.get("state") == "RUNNING"]
         target = deployment.get("target_num_replicas")
         if len(running) != replicas or target != replicas:

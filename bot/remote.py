@@ -47,9 +47,12 @@ from model.serve_app import (
     DEPLOYMENT_NAME,
     FASTAI,
     REPLICA_HEADER,
+    SERVE_API,
     delivery_config,
     prediction_from_json,
     rejection_from_json,
+    running_config,
+    status_of,
 )
 from model.types import ClassifierBusy, ClassifierError, ClassifierUnavailable, Prediction
 from model.worker import model_name as learner_name
@@ -442,7 +445,7 @@ class RemoteClassifier:
         assert self._session is not None
         try:
             async with self._session.get(
-                f"{self._dashboard}/api/serve/applications/",
+                f"{self._dashboard}{SERVE_API}",
                 timeout=aiohttp.ClientTimeout(total=15),
             ) as response:
                 if response.status != 200:
@@ -458,23 +461,16 @@ class RemoteClassifier:
     def _status_of(self, details: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Our application's and our deployment's status in the REST API's details ({}
         for what is not there)."""
-        app = (details.get("applications") or {}).get(self._app) or {}
-        return app, (app.get("deployments") or {}).get(self._deployment) or {}
+        return status_of(details, self._app, self._deployment)
 
     def _deploy_config(self, details: dict[str, Any]) -> dict[str, Any]:
         """The running config of every application, as `PUT` takes it."""
-        apps = details.get("applications") or {}
-        if self._app not in apps:
+        if self._app not in (details.get("applications") or {}):
             raise ModelLoadError(
                 f"the cluster runs no application {self._app!r}: deploy it first "
                 "(python -m model.serve_app deploy --address ...)"
             )
-        configs = [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
-        config: dict[str, Any] = {"applications": configs}
-        for key in ("proxy_location", "http_options"):  # as they run (else: a warning)
-            if details.get(key):
-                config[key] = details[key]
-        return config
+        return running_config(details)
 
     def _deployment_entry(self, config: dict[str, Any]) -> dict[str, Any]:
         (app,) = [a for a in config["applications"] if a.get("name") == self._app]
@@ -489,7 +485,7 @@ class RemoteClassifier:
     async def _put(self, config: dict[str, Any]) -> None:
         assert self._session is not None
         async with self._session.put(
-            f"{self._dashboard}/api/serve/applications/",
+            f"{self._dashboard}{SERVE_API}",
             json=config,
             timeout=aiohttp.ClientTimeout(total=30),
         ) as response:

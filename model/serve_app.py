@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import hashlib
 import json
 import logging
@@ -57,6 +58,7 @@ from model.types import ClassifierError, ImageRejected, LabelScore, Prediction
 logger = logging.getLogger(__name__)
 
 APP_NAME = "verdict"
+SERVE_API = "/api/serve/applications/"  # the Serve REST API, on the Ray dashboard
 DEPLOYMENT_NAME = "Classifier"
 REPLICA_HEADER = "X-Verdict-Replica"  # the replica's id, on its every answer (not on Ray's)
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "serve.yaml"
@@ -215,6 +217,27 @@ def rejection_from_json(data: Mapping[str, Any]) -> ImageRejected:
         except TypeError:
             pass
     return ImageRejected(name)
+
+
+def status_of(
+    details: Mapping[str, Any], app: str = APP_NAME, deployment: str = DEPLOYMENT_NAME
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An application's and its deployment's status in the Serve REST API's details ({} for
+    what is not there)."""
+    application = (details.get("applications") or {}).get(app) or {}
+    return application, (application.get("deployments") or {}).get(deployment) or {}
+
+
+def running_config(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of every running application as ``PUT`` takes it (a copy to change), with
+    the proxy options as they run (left out, Serve would warn that they changed)."""
+    apps = (details.get("applications") or {}).values()
+    configs = [a["deployed_app_config"] for a in apps if a.get("deployed_app_config")]
+    config: dict[str, Any] = {"applications": copy.deepcopy(configs)}
+    for key in ("proxy_location", "http_options"):
+        if details.get(key):
+            config[key] = copy.deepcopy(details[key])
+    return config
 
 
 # -- what a replica does (no ray here: tested without a cluster) -----------------------------
@@ -605,7 +628,7 @@ def put_config(address: str, config: Mapping[str, Any], timeout_s: float = 30.0)
     """``PUT /api/serve/applications/`` on the dashboard at `address` (declarative: the
     applications in `config` replace every running one)."""
     request = urllib.request.Request(
-        f"{address.rstrip('/')}/api/serve/applications/",
+        f"{address.rstrip('/')}{SERVE_API}",
         data=json.dumps(config).encode(),
         method="PUT",
         headers={"Content-Type": "application/json"},
@@ -616,7 +639,7 @@ def put_config(address: str, config: Mapping[str, Any], timeout_s: float = 30.0)
 
 def serve_details(address: str, timeout_s: float = 10.0) -> dict[str, Any]:
     with urllib.request.urlopen(
-        f"{address.rstrip('/')}/api/serve/applications/", timeout=timeout_s
+        f"{address.rstrip('/')}{SERVE_API}", timeout=timeout_s
     ) as response:
         data: dict[str, Any] = json.loads(response.read())
     return data
@@ -632,7 +655,7 @@ def wait_running(address: str, app: str = APP_NAME, timeout_s: float = 300.0) ->
         except (urllib.error.URLError, OSError):
             time.sleep(1.0)
             continue
-        application = (details.get("applications") or {}).get(app) or {}
+        application, _ = status_of(details, app)
         status = application.get("status", "?")
         if status == "RUNNING":
             return application

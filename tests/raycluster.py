@@ -25,6 +25,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from model.serve_app import DEFAULT_CONFIG, SERVE_API, load_config
+
 REPO = Path(__file__).resolve().parent.parent
 WAIT_S = 180.0
 
@@ -70,8 +72,6 @@ def local_config(cache_dir: Path, port: int, **options: Any) -> dict[str, Any]:
     """deploy/serve.yaml as a test or benchmark runs it here: the proxy on the head only, at
     127.0.0.1:`port`, models cached in `cache_dir`, a fixed number of replicas, and the
     deployment's `options` (num_replicas, max_ongoing_requests, ...) set."""
-    from model.serve_app import DEFAULT_CONFIG, load_config
-
     config = copy.deepcopy(load_config(DEFAULT_CONFIG))
     config["proxy_location"] = "HeadOnly"
     config["http_options"] = {"host": "127.0.0.1", "port": port}
@@ -145,7 +145,7 @@ def ray_head(num_cpus: int = 2, extra_env: dict[str, str] | None = None) -> Iter
                 )
             with contextlib.suppress(OSError, ValueError):
                 get_json(f"{dashboard}/api/ray/version", timeout=2)
-                get_json(f"{dashboard}/api/serve/applications/", timeout=10)
+                get_json(f"{dashboard}{SERVE_API}", timeout=10)
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("the Ray dashboard did not come up")

@@ -46,6 +46,7 @@ from model.serve_app import (
     rejection_from_json,
     rejection_to_json,
     serve_details,
+    status_of,
     wait_running,
 )
 from model.types import ClassifierBusy, ClassifierError, CorruptImage, NotAnImage, Prediction
@@ -210,8 +211,7 @@ class Cluster:
     config: dict[str, Any]
 
     def replicas(self) -> list[dict[str, Any]]:
-        details = serve_details(self.dashboard)
-        deployment = details["applications"]["verdict"]["deployments"]["Classifier"]
+        _, deployment = status_of(serve_details(self.dashboard))
         return list(deployment["replicas"])
 
 
