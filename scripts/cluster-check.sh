@@ -42,7 +42,6 @@ dc() {
 
 container() { dc ps -q "$1" | head -1; }
 service_log() { dc logs --no-log-prefix "$1" 2>&1 | sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
-mb() { awk -v b="$1" 'BEGIN { printf "%.0f MB", b / 1e6 }'; }
 get() { curl -fsS --max-time 5 "$@"; }
 
 # The Serve application's details from the head's dashboard (the REST API the bot uses).
@@ -78,21 +77,14 @@ memory_table() {
 }
 
 cluster_main() {
-    command -v curl >/dev/null || skip "curl is missing"
-    [ -x "$PY" ] || skip "no $PY (run make setup first: the sandbox and the photos need it)"
-    ensure_engine
-    ensure_compose
-    say "engine: Docker $(docker version -f '{{.Server.Version}}'), $(docker compose version --short | sed 's/^/compose /')"
-    choose_base
-    choose_torch_index
+    check_prerequisites
 
-    local port_code='import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
-    SANDBOX_PORT=$("$PY" -c "$port_code")
-    BOT_PORT=$("$PY" -c "$port_code")
-    DASHBOARD_PORT=$("$PY" -c "$port_code")
-    SERVE_PORT=$("$PY" -c "$port_code")
+    SANDBOX_PORT=$(free_port)
+    BOT_PORT=$(free_port)
+    DASHBOARD_PORT=$(free_port)
+    SERVE_PORT=$(free_port)
     local token admin=4242 model_token
-    token="$((RANDOM * 32768 + RANDOM + 100000000)):check-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    token=$(made_up_token)
     model_token=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     (
         umask 077
@@ -125,12 +117,7 @@ cluster_main() {
     fi
     ok "no torch in $CLUSTER_IMAGE; $(docker run --rm "$CLUSTER_IMAGE" ray --version)"
 
-    "$PY" -m sandbox --host 0.0.0.0 --port "$SANDBOX_PORT" --token "$token" --admin-id "$admin" \
-        >"$WORK/sandbox.log" 2>&1 &
-    SANDBOX_PID=$!
-    wait_for 30 curl -fsS -o /dev/null "http://127.0.0.1:$SANDBOX_PORT/_sandbox/info" ||
-        fail "the sandbox did not start: $(tail -1 "$WORK/sandbox.log")"
-    ok "sandbox Bot API on port $SANDBOX_PORT (0.0.0.0)"
+    start_sandbox "$token" "$admin"
 
     say "starting: docker compose --profile cluster up -d --scale ray-worker=$WORKERS bot-cluster (a fresh volume)"
     dc down --volumes --remove-orphans >/dev/null 2>&1 || true
@@ -201,50 +188,12 @@ cluster_main() {
     ok "a replica's /info: $(get "http://127.0.0.1:$SERVE_PORT${route%/}/info" | json '"version %s, %s, %s, pid %s, counts %s" % (data["version"], data["backend"], data["name"], data["pid"], data["counts"])')"
 
     say "sending $PHOTOS more photos ($PARALLEL at a time, one user each)"
-    mkdir -p "$WORK/photos" "$WORK/replies"
-    "$PY" - "$WORK/photos" "$PHOTOS" <<'EOF'
-import sys
-from pathlib import Path
-
-from tests.images import chelsea, coffee
-
-folder, count = Path(sys.argv[1]), int(sys.argv[2])
-for i in range(count):
-    image = (coffee() if i % 2 == 0 else chelsea()).copy()
-    side = 160 + (i * 37) % 1200
-    image = image.resize((side, max(1, side * image.height // image.width)))
-    image.save(folder / f"{i}.jpg", quality=85)
-EOF
-    export SANDBOX_PORT WORK
+    make_photos "$PHOTOS"
     local t1 took answered
     t1=$(now)
-    seq 0 $((PHOTOS - 1)) | xargs -P "$PARALLEL" -I{} sh -c \
-        'curl -sS --max-time 120 -F photo=@"$WORK/photos/{}.jpg" -F user_id=$((30000 + {})) \
-            "http://127.0.0.1:$SANDBOX_PORT/_sandbox/send?wait=90" >"$WORK/replies/{}.json" || true'
+    send_photos "$PHOTOS" 30000 90 120
     took=$(elapsed "$t1" "$(now)")
-    answered=$("$PY" - "$WORK/replies" "$PHOTOS" <<'EOF'
-import json
-import re
-import sys
-from pathlib import Path
-
-folder, count = Path(sys.argv[1]), int(sys.argv[2])
-good, bad = 0, []
-for i in range(count):
-    try:
-        text = json.loads((folder / f"{i}.json").read_text())["replies"][0]["text"]
-    except (OSError, ValueError, KeyError, IndexError):
-        bad.append(f"{i}: no reply")
-        continue
-    if re.search(r"^\S.* — \d+%$|^Not sure: .*\d+%", text):
-        good += 1
-    else:
-        bad.append(f"{i}: {text[:80]!r}")
-print(good)
-for line in bad[:5]:
-    print("  " + line, file=sys.stderr)
-EOF
-    )
+    answered=$(count_answers "$PHOTOS")
     ok "answered $answered of $PHOTOS in $took s"
     [ "$answered" = "$PHOTOS" ] || fail "only $answered of $PHOTOS photos were answered"
     ok "replicas: $(replicas)"
@@ -295,11 +244,7 @@ EOF
     if grep -q -v -E '=0$' <<<"$codes"; then fail "a container did not exit 0"; fi
     service_log bot-cluster | grep -q "stopped cleanly" || fail "no clean stop in the bot's log"
 
-    if [ "${KEEP:-}" != 1 ]; then
-        dc down --volumes --remove-orphans >/dev/null 2>&1
-        STACK_UP=
-        docker image prune -f >/dev/null
-    fi
+    take_down
     echo
     echo "cluster check passed: $CLUSTER_IMAGE $(mb "$cluster_size"), $BOT_IMAGE $(mb "$bot_size");" \
         "head + $WORKERS workers, bot ready $ready_s s after up, first answer at $first_s s," \

@@ -235,23 +235,112 @@ wait_healthy() {
 
 json() { "$PY" -c "import json, sys; data = json.load(sys.stdin); print($1)"; }
 
-main() {
+# ------------------------------------------------- what every check shares (slim, cluster too)
+
+mb() { awk -v b="$1" 'BEGIN { printf "%.0f MB", b / 1e6 }'; }
+
+# curl and the venv's python, the engine, the compose plugin, the base image, torch's index.
+check_prerequisites() {
     command -v curl >/dev/null || skip "curl is missing"
-    [ -x "$PY" ] || skip "no $PY (run make setup first: the sandbox and the test photo need it)"
+    [ -x "$PY" ] || skip "no $PY (run make setup first: the sandbox and the photos need it)"
     ensure_engine
     ensure_compose
     say "engine: Docker $(docker version -f '{{.Server.Version}}'), $(docker compose version --short | sed 's/^/compose /')"
     choose_base
     choose_torch_index
+}
+
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+
+# A made-up bot token, known to the sandbox and the bot only; never printed.
+made_up_token() {
+    echo "$((RANDOM * 32768 + RANDOM + 100000000)):check-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+}
+
+# start_sandbox TOKEN ADMIN: the sandbox Bot API on SANDBOX_PORT, on every interface (the
+# containers reach it through the host gateway), until the check ends.
+start_sandbox() {
+    "$PY" -m sandbox --host 0.0.0.0 --port "$SANDBOX_PORT" --token "$1" --admin-id "$2" \
+        >"$WORK/sandbox.log" 2>&1 &
+    SANDBOX_PID=$!
+    wait_for 30 curl -fsS -o /dev/null "http://127.0.0.1:$SANDBOX_PORT/_sandbox/info" ||
+        fail "the sandbox did not start: $(tail -1 "$WORK/sandbox.log")"
+    ok "sandbox Bot API on port $SANDBOX_PORT (0.0.0.0)"
+}
+
+# make_photos COUNT: coffee and the cat in sizes from thumbnails to phone photos, in $WORK/photos.
+make_photos() {
+    rm -rf "$WORK/photos" "$WORK/replies"
+    mkdir -p "$WORK/photos" "$WORK/replies"
+    "$PY" - "$WORK/photos" "$1" <<'EOF'
+import sys
+from pathlib import Path
+
+from tests.images import chelsea, coffee
+
+folder, count = Path(sys.argv[1]), int(sys.argv[2])
+for i in range(count):
+    image = (coffee() if i % 2 == 0 else chelsea()).copy()
+    side = 160 + (i * 37) % 1200  # sizes from thumbnails to phone photos
+    image = image.resize((side, max(1, side * image.height // image.width)))
+    image.save(folder / f"{i}.jpg", quality=85)
+EOF
+}
+
+# send_photos COUNT FIRST_USER WAIT_S MAX_S: the photos, PARALLEL at a time, one user each
+# (FIRST_USER, FIRST_USER + 1, ...); each reply in $WORK/replies.
+send_photos() {
+    export FIRST_USER=$2 WAIT_S=$3 MAX_S=$4 SANDBOX_PORT WORK
+    seq 0 $(($1 - 1)) | xargs -P "$PARALLEL" -I{} sh -c \
+        'curl -sS --max-time "$MAX_S" -F photo=@"$WORK/photos/{}.jpg" -F user_id=$((FIRST_USER + {})) \
+            "http://127.0.0.1:$SANDBOX_PORT/_sandbox/send?wait=$WAIT_S" >"$WORK/replies/{}.json" || true'
+}
+
+# count_answers COUNT: how many replies name a label and a confidence (a few others on stderr).
+count_answers() {
+    "$PY" - "$WORK/replies" "$1" <<'EOF'
+import json
+import re
+import sys
+from pathlib import Path
+
+folder, count = Path(sys.argv[1]), int(sys.argv[2])
+good, bad = 0, []
+for i in range(count):
+    try:
+        text = json.loads((folder / f"{i}.json").read_text())["replies"][0]["text"]
+    except (OSError, ValueError, KeyError, IndexError):
+        bad.append(f"{i}: no reply")
+        continue
+    # "espresso — 94%", or below the threshold "Not sure: espresso 39%, consomme 23%, ..."
+    if re.search(r"^\S.* — \d+%$|^Not sure: .*\d+%", text):
+        good += 1
+    else:
+        bad.append(f"{i}: {text[:80]!r}")
+print(good)
+for line in bad[:5]:
+    print("  " + line, file=sys.stderr)
+EOF
+}
+
+# The stack, its volume and dangling images go, unless KEEP=1.
+take_down() {
+    if [ "${KEEP:-}" != 1 ]; then
+        dc down --volumes --remove-orphans >/dev/null 2>&1
+        STACK_UP=
+        docker image prune -f >/dev/null
+    fi
+}
+
+main() {
+    check_prerequisites
     export BASE_IMAGE TORCH_INDEX
     export ENV_FILE="$WORK/check.env"
 
-    # A made-up token, known to the sandbox and the bot only; never printed.
-    local port_code='import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
-    SANDBOX_PORT=$("$PY" -c "$port_code")
-    BOT_PORT=$("$PY" -c "$port_code")
+    SANDBOX_PORT=$(free_port)
+    BOT_PORT=$(free_port)
     local token admin=4242
-    token="$((RANDOM * 32768 + RANDOM + 100000000)):check-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    token=$(made_up_token)
     (
         umask 077
         printf 'TELEGRAM_TOKEN=%s\nTELEGRAM_API_URL=http://host.docker.internal:%s\nADMIN_IDS=%s\nPORT=%s\n' \
@@ -260,12 +349,7 @@ main() {
     # The sandbox runs on this machine; the container reaches it through the host gateway.
     printf 'services:\n  bot:\n    extra_hosts: ["host.docker.internal:host-gateway"]\n' \
         >"$WORK/check.override.yml"
-    "$PY" -m sandbox --host 0.0.0.0 --port "$SANDBOX_PORT" --token "$token" --admin-id "$admin" \
-        >"$WORK/sandbox.log" 2>&1 &
-    SANDBOX_PID=$!
-    wait_for 30 curl -fsS -o /dev/null "http://127.0.0.1:$SANDBOX_PORT/_sandbox/info" ||
-        fail "the sandbox did not start: $(tail -1 "$WORK/sandbox.log")"
-    ok "sandbox Bot API on port $SANDBOX_PORT (0.0.0.0)"
+    start_sandbox "$token" "$admin"
 
     say "building verdict:latest (base $BASE_IMAGE, torch from $TORCH_INDEX)"
     local t0
@@ -363,17 +447,13 @@ main() {
     ok "stopped in $stop_s s, exit status 0"
     bot_log | grep -q "stopped cleanly" || fail "no clean stop in the log"
 
-    if [ "${KEEP:-}" != 1 ]; then
-        dc down --volumes --remove-orphans >/dev/null 2>&1
-        STACK_UP=
-        docker image prune -f >/dev/null
-    fi
+    take_down
     echo
     echo "compose check passed: image verdict:latest $(awk -v b="$size" 'BEGIN { printf "%.2f GB", b / 1e9 }')" \
         "(base $BASE_IMAGE, torch from $TORCH_INDEX)"
 }
 
-# scripts/slim-check.sh sources this file for its functions (the engine, the base image).
+# scripts/slim-check.sh and scripts/cluster-check.sh source this file for its functions.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     main "$@"
 fi

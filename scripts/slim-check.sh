@@ -45,22 +45,13 @@ peak_bytes() {
         cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes' 2>/dev/null || echo 0
 }
 
-mb() { awk -v b="$1" 'BEGIN { printf "%.0f MB", b / 1e6 }'; }
-
 slim_main() {
-    command -v curl >/dev/null || skip "curl is missing"
-    [ -x "$PY" ] || skip "no $PY (run make setup first: the sandbox and the photos need it)"
-    ensure_engine
-    ensure_compose
-    say "engine: Docker $(docker version -f '{{.Server.Version}}'), $(docker compose version --short | sed 's/^/compose /')"
-    choose_base
-    choose_torch_index
+    check_prerequisites
 
-    local port_code='import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
-    SANDBOX_PORT=$("$PY" -c "$port_code")
-    BOT_PORT=$("$PY" -c "$port_code")
+    SANDBOX_PORT=$(free_port)
+    BOT_PORT=$(free_port)
     local token admin=4242
-    token="$((RANDOM * 32768 + RANDOM + 100000000)):check-$(head -c 18 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    token=$(made_up_token)
     (
         umask 077
         printf 'TELEGRAM_TOKEN=%s\nTELEGRAM_API_URL=http://host.docker.internal:%s\nADMIN_IDS=%s\nPORT=%s\n' \
@@ -88,12 +79,7 @@ slim_main() {
     fi
     ok "no torch in it"
 
-    "$PY" -m sandbox --host 0.0.0.0 --port "$SANDBOX_PORT" --token "$token" --admin-id "$admin" \
-        >"$WORK/sandbox.log" 2>&1 &
-    SANDBOX_PID=$!
-    wait_for 30 curl -fsS -o /dev/null "http://127.0.0.1:$SANDBOX_PORT/_sandbox/info" ||
-        fail "the sandbox did not start: $(tail -1 "$WORK/sandbox.log")"
-    ok "sandbox Bot API on port $SANDBOX_PORT (0.0.0.0)"
+    start_sandbox "$token" "$admin"
 
     say "running it: --memory $MEMORY --cpus 1, a fresh volume"
     RUNNING=1
@@ -125,52 +111,12 @@ slim_main() {
     ok "memory at rest: $(docker stats --no-stream --format '{{.MemUsage}}' "$NAME")"
 
     say "sending $PHOTOS photos ($PARALLEL at a time, one user each)"
-    mkdir -p "$WORK/photos" "$WORK/replies"
-    "$PY" - "$WORK/photos" "$PHOTOS" <<'EOF'
-import sys
-from pathlib import Path
-
-from tests.images import chelsea, coffee
-
-folder, count = Path(sys.argv[1]), int(sys.argv[2])
-for i in range(count):
-    image = (coffee() if i % 2 == 0 else chelsea()).copy()
-    side = 160 + (i * 37) % 1200  # sizes from thumbnails to phone photos
-    image = image.resize((side, max(1, side * image.height // image.width)))
-    image.save(folder / f"{i}.jpg", quality=85)
-EOF
-    export SANDBOX_PORT WORK
+    make_photos "$PHOTOS"
     t0=$(now)
-    seq 0 $((PHOTOS - 1)) | xargs -P "$PARALLEL" -I{} sh -c \
-        'curl -sS --max-time 200 -F photo=@"$WORK/photos/{}.jpg" -F user_id=$((20000 + {})) \
-            "http://127.0.0.1:$SANDBOX_PORT/_sandbox/send?wait=180" >"$WORK/replies/{}.json" || true'
+    send_photos "$PHOTOS" 20000 180 200
     local took answered
     took=$(elapsed "$t0" "$(now)")
-    answered=$("$PY" - "$WORK/replies" "$PHOTOS" <<'EOF'
-import json
-import re
-import sys
-from pathlib import Path
-
-folder, count = Path(sys.argv[1]), int(sys.argv[2])
-good, bad = 0, []
-for i in range(count):
-    try:
-        replies = json.loads((folder / f"{i}.json").read_text())["replies"]
-        text = replies[0]["text"]
-    except (OSError, ValueError, KeyError, IndexError):
-        bad.append(f"{i}: no reply")
-        continue
-    # "espresso — 94%", or below the threshold "Not sure: espresso 39%, consomme 23%, ..."
-    if re.search(r"^\S.* — \d+%$|^Not sure: .*\d+%", text):
-        good += 1
-    else:
-        bad.append(f"{i}: {text[:80]!r}")
-print(good)
-for line in bad[:5]:
-    print(line, file=sys.stderr)
-EOF
-    )
+    answered=$(count_answers "$PHOTOS")
     local oom peak
     oom=$(docker inspect -f '{{.State.OOMKilled}}' "$NAME")
     peak=$(peak_bytes)
